@@ -1,0 +1,1 @@
+"""LCEL chains. Each module has one builder that takes its parts and returns a Runnable."""

@@ -1,0 +1,64 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from advocata_chat import api
+from advocata_chat.config import Settings, get_settings
+from advocata_chat.errors import PayloadTooLarge, install_error_handlers
+from advocata_chat.runtime import start_runtime
+
+
+class BodySizeLimit:
+    """Refuse bodies whose declared size is over the limit before reading them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length and length.isdigit() and int(length) > self.max_bytes:
+                err = PayloadTooLarge(f"Request body is over the {self.max_bytes}-byte limit")
+                from fastapi.responses import JSONResponse
+
+                await JSONResponse(err.body(), status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, llm: BaseChatModel | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await start_runtime(settings, llm=llm)
+        try:
+            yield
+        finally:
+            await app.state.runtime.close()
+
+    app = FastAPI(
+        title="Advocata Chat",
+        version="0.1.0",
+        description="Legal consultations grounded in the user's own documents.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(api.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        # Uvicorn accepts connections only after the lifespan start-up (database, migrations)
+        # has finished, so answering at all means ready.
+        return {"status": "ok"}
+
+    return app

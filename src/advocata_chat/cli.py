@@ -1,0 +1,70 @@
+"""The `advocata-chat` command line."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Annotated
+
+import typer
+
+from advocata_chat.config import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Advocata Chat service")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes")] = 1,
+) -> None:
+    """Run the API. Without DATABASE_URL, an embedded PostgreSQL is started first."""
+    import uvicorn
+
+    from advocata_chat import db
+
+    settings = get_settings()
+    url = db.resolve_database_url(settings)
+    # Worker processes read the environment, so they attach to the same database.
+    os.environ["DATABASE_URL"] = url
+    if settings.auto_migrate:
+        db.migrate(url)
+    os.environ["AUTO_MIGRATE"] = "false"
+    get_settings.cache_clear()
+    uvicorn.run(
+        "advocata_chat.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply database migrations (alembic upgrade)."""
+    from advocata_chat import db
+
+    db.migrate(db.resolve_database_url(get_settings()), revision)
+    typer.echo(f"database migrated to {revision}", err=True)
+
+
+@app.command()
+def token(
+    user: Annotated[uuid.UUID, typer.Option("--user", help="User UUID for the `sub` claim")],
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
+    role: Annotated[str | None, typer.Option(help="Optional `role` claim")] = None,
+) -> None:
+    """Mint a development token (HS256 with JWT_SECRET). Prints only the token."""
+    from advocata_chat.auth import mint_token
+
+    extra = {"role": role} if role else None
+    typer.echo(mint_token(get_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,91 @@
+"""Model factory and token accounting for one turn."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+
+from advocata_chat.config import Settings
+from advocata_chat.offline import OfflineChatModel
+from advocata_chat.tokens import count_message_tokens, count_tokens
+
+
+def build_chat_model(settings: Settings) -> BaseChatModel:
+    """ChatOpenAI when a key or an OpenAI-compatible base URL is set, else the offline model."""
+    if not settings.uses_openai:
+        return OfflineChatModel()
+    from langchain_openai import ChatOpenAI
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+    return ChatOpenAI(
+        model=settings.openai_model,
+        api_key=key,
+        base_url=settings.openai_base_url,
+        temperature=settings.openai_temperature,
+        max_tokens=settings.openai_max_tokens,
+        timeout=settings.openai_timeout_seconds,
+        max_retries=settings.openai_max_retries,
+        # Without this, ChatOpenAI drops usage when streaming.
+        stream_usage=True,
+    )
+
+
+def model_name(llm: BaseChatModel) -> str:
+    for attr in ("model_name", "model"):
+        value = getattr(llm, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return llm._llm_type
+
+
+class UsageTracker(AsyncCallbackHandler):
+    """Sums token usage over every model call in a turn.
+
+    Uses the provider's reported usage when there is one and counts with tiktoken otherwise,
+    so streamed and non-streamed answers are accounted the same way.
+    """
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.model: str | None = None
+        self._prompts: dict[UUID, list[BaseMessage]] = {}
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        **kwargs: Any,
+    ) -> None:
+        self._prompts[run_id] = messages[0] if messages else []
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        prompt = self._prompts.pop(run_id, [])
+        gen = (
+            response.generations[0][0] if response.generations and response.generations[0] else None
+        )
+        message = getattr(gen, "message", None)
+        usage = getattr(message, "usage_metadata", None)
+        meta = getattr(message, "response_metadata", None) or {}
+        self.model = meta.get("model_name") or meta.get("model") or self.model
+        if usage and usage.get("total_tokens"):
+            self.prompt_tokens += usage.get("input_tokens", 0)
+            self.completion_tokens += usage.get("output_tokens", 0)
+        else:
+            self.prompt_tokens += count_message_tokens(prompt)
+            self.completion_tokens += count_tokens(gen.text if gen else "")
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        # The prompt was sent, so it counts if a partial answer is kept.
+        self.prompt_tokens += count_message_tokens(self._prompts.pop(run_id, []))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
