@@ -151,7 +151,11 @@ async def _store_answer(
 
 
 def model_failure(
-    exc: BaseException, *, conversation_id: uuid.UUID, user_message_id: uuid.UUID
+    exc: BaseException,
+    *,
+    conversation_id: uuid.UUID,
+    user_message_id: uuid.UUID,
+    partial: bool = False,
 ) -> ModelError:
     """Translate a provider exception into the error the client sees."""
     import openai
@@ -160,6 +164,11 @@ def model_failure(
         "user_message_id": str(user_message_id),
         "retry": f"POST /api/v1/chat/conversations/{conversation_id}/reply",
     }
+    if partial:
+        return ModelError(
+            "The model's answer broke off. Your message and the partial answer are saved.",
+            detail=detail,
+        )
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return ModelUnavailable(
             "The language model could not be reached. Your message is saved; retry later.",
@@ -219,7 +228,10 @@ async def run_turn(
                 )
                 released = True
             raise model_failure(
-                exc, conversation_id=conversation_id, user_message_id=user_msg.id
+                exc,
+                conversation_id=conversation_id,
+                user_message_id=user_msg.id,
+                partial=bool(parts),
             ) from exc
         answer = await _store_answer(
             rt,

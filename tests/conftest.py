@@ -1,0 +1,110 @@
+"""Shared fixtures: one real PostgreSQL per test session, migrated once.
+
+Tests isolate by giving every test its own random users, because every query in the
+service is scoped by user. That keeps tests able to exercise real concurrency, several
+connections and several processes, which a rolled-back shared transaction cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from langchain_core.language_models import BaseChatModel
+
+from advocata_chat import db
+from advocata_chat.app import create_app
+from advocata_chat.auth import mint_token
+from advocata_chat.config import Settings
+from tests.openai_stub import OpenAIStub
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        url = db.start_embedded_postgres(tmp_path_factory.mktemp("pg"))
+    url = db.async_url(url)
+    db.migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def make_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
+    data_dir = tmp_path_factory.mktemp("data")
+
+    def make(**overrides) -> Settings:
+        values = {
+            "database_url": database_url,
+            "advocata_data_dir": data_dir,
+            "auto_migrate": False,
+            "openai_api_key": None,
+            "openai_base_url": None,
+            "turn_wait_seconds": 10.0,
+            **overrides,
+        }
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client(make_settings):
+    @asynccontextmanager
+    async def make(
+        *, llm: BaseChatModel | None = None, **overrides
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(**overrides), llm=llm)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                client.app = app  # type: ignore[attr-defined]
+                yield client
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def openai_stub() -> OpenAIStub:
+    stub = OpenAIStub().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def stub(openai_stub: OpenAIStub) -> OpenAIStub:
+    openai_stub.reset()
+    return openai_stub
+
+
+@pytest.fixture
+def auth(settings: Settings):
+    def headers(user_id: uuid.UUID) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(settings, user_id=user_id)}"}
+
+    return headers
+
+
+@pytest.fixture
+def alice() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+@pytest.fixture
+def bob() -> uuid.UUID:
+    return uuid.uuid4()

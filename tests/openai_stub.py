@@ -1,0 +1,186 @@
+"""A tiny server that speaks the OpenAI wire protocol, for tests and benchmarks.
+
+It is the only stand-in for the model provider: the real `openai` client and LangChain's
+`ChatOpenAI` run against it. Behaviour is set per test through `StubState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class StubState:
+    mode: str = "ok"  # ok | 500 | 429 | slow | drop (stream breaks after a few tokens)
+    delay: float = 0.0  # seconds before answering
+    reply: str | None = None  # fixed answer; default echoes the question
+    report_usage: bool = True
+    usage: tuple[int, int] = (11, 7)  # prompt, completion tokens reported
+    requests: list[dict] = field(default_factory=list)
+
+
+def _answer(state: StubState, body: dict) -> str:
+    if state.reply is not None:
+        return state.reply
+    last = next((m for m in reversed(body.get("messages", [])) if m["role"] == "user"), None)
+    text = last["content"] if last else ""
+    if isinstance(text, list):
+        text = " ".join(p.get("text", "") for p in text)
+    return f"Ответ модели на вопрос: {text}"
+
+
+def _embed(text: str, dims: int) -> list[float]:
+    # Deterministic bag-of-words vectors, so similar texts are near each other.
+    v = [0.0] * dims
+    for word in text.lower().split():
+        h = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+        v[h % dims] += 1.0
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
+
+
+def build_app(state: StubState) -> Starlette:
+    async def chat(request: Request):
+        body = await request.json()
+        state.requests.append(body)
+        if state.delay:
+            await asyncio.sleep(state.delay)
+        if state.mode == "500":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if state.mode == "429":
+            return JSONResponse(
+                {"error": {"message": "slow down", "type": "rate_limit"}},
+                429,
+                headers={"retry-after": "0"},
+            )
+        text = _answer(state, body)
+        prompt_t, completion_t = state.usage
+        usage = {
+            "prompt_tokens": prompt_t,
+            "completion_tokens": completion_t,
+            "total_tokens": prompt_t + completion_t,
+        }
+        base = {"id": "chatcmpl-stub", "created": int(time.time()), "model": body["model"]}
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    **({"usage": usage} if state.report_usage else {}),
+                }
+            )
+
+        want_usage = (body.get("stream_options") or {}).get("include_usage")
+        words = text.split(" ")
+
+        async def events():
+            for i, w in enumerate(words):
+                if state.mode == "drop" and i == 3:
+                    raise ConnectionResetError("stub dropped the stream")
+                delta = {"content": w if i == 0 else " " + w}
+                if i == 0:
+                    delta["role"] = "assistant"
+                chunk = {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+                if state.mode == "slow":
+                    await asyncio.sleep(0.02)
+            end = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            yield f"data: {json.dumps(end)}\n\n"
+            if want_usage and state.report_usage:
+                tail = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                yield f"data: {json.dumps(tail)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def embeddings(request: Request):
+        body = await request.json()
+        state.requests.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = body.get("dimensions") or 1536
+        data = []
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            data.append({"object": "embedding", "index": i, "embedding": _embed(text, dims)})
+        tokens = sum(len(str(x).split()) for x in inputs)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+        ]
+    )
+
+
+class OpenAIStub:
+    """Runs the stub on 127.0.0.1 in a background thread."""
+
+    def __init__(self) -> None:
+        self.state = StubState()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        config = uvicorn.Config(build_app(self.state), log_level="critical", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        fresh = StubState()
+        for name in fresh.__dataclass_fields__:
+            setattr(self.state, name, getattr(fresh, name))
+
+    def start(self) -> OpenAIStub:
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("OpenAI stub did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
