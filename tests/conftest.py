@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import psycopg
 import pytest
 from langchain_core.language_models import BaseChatModel
+from sqlalchemy import make_url
 
 from advocata_chat import db
 from advocata_chat.app import create_app
@@ -29,6 +31,28 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     if not url:
         url = db.start_embedded_postgres(tmp_path_factory.mktemp("pg"))
     url = db.async_url(url)
+    db.migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def make_database(database_url: str):
+    """Create an empty database on the same server; returns its URL."""
+    admin = database_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return make_url(database_url).set(database=name).render_as_string(hide_password=False)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def openai_database_url(make_database) -> str:
+    """A database whose chunk index belongs to the OpenAI-protocol embedder (1536 dims)."""
+    url = make_database("openai")
     db.migrate(url)
     return url
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg
 import pytest
-from sqlalchemy import create_engine, inspect, make_url
+from sqlalchemy import create_engine, inspect
 
 from advocata_chat import db
 
 
 @pytest.fixture
-def scratch_url(database_url):
-    name = f"migr_{uuid.uuid4().hex[:8]}"
-    admin = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+def scratch_url(make_database):
+    return make_database("migr")
 
 
 def tables(url: str) -> set[str]:

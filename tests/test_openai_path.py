@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 BASE = "/api/v1/chat/conversations"
 
 
@@ -14,6 +16,16 @@ def openai_settings(stub, **extra):
         "openai_max_retries": 0,
         **extra,
     }
+
+
+@pytest.fixture
+def make_client(make_client, openai_database_url):
+    """These tests use the database whose chunk index belongs to the stub's embedder."""
+
+    def make(**overrides):
+        return make_client(database_url=openai_database_url, **overrides)
+
+    return make
 
 
 async def new_conversation(client, headers, text="Что делать после ДТП?"):

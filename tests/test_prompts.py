@@ -16,6 +16,8 @@ PROMPTS = PROJECT_ROOT / "prompts"
 CHAIN_INPUTS = {
     "system": set(),
     "chat": {"history", "question"},
+    "condense": {"history", "question"},
+    "answer": {"context", "history", "question"},
 }
 
 
@@ -66,3 +68,31 @@ def test_prompt_hash_changes_with_an_included_file(tmp_path: Path):
         "variables: []\nmessages:\n  - role: system\n    content: two\n", encoding="utf-8"
     )
     assert load_prompt(tmp_path / "chat.yaml").sha256 != before
+
+
+async def test_the_chains_fill_every_variable_of_their_prompts():
+    from langchain_core.documents import Document
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.runnables import RunnableLambda
+
+    from chains.chat import build_chat_chain
+    from chains.condense import build_condense_chain
+    from chains.rag import build_rag_chain
+
+    prompts = load_prompts(PROMPTS)
+    llm = FakeListChatModel(responses=["переписанный вопрос", "ответ [1]", "ответ"])
+    doc = Document(page_content="Цена работ 164 800 рублей.", metadata={"title": "Договор"})
+    chain = build_rag_chain(
+        llm=llm,
+        condense=build_condense_chain(llm=llm, prompt=prompts["condense"].template),
+        retriever=RunnableLambda(lambda q: [doc]),
+        prompt=prompts["answer"].template,
+        max_context_tokens=500,
+    )
+    history = [HumanMessage("раньше"), AIMessage("ответ")]
+    out = await chain.ainvoke({"history": history, "question": "Сколько стоит?"})
+    assert out["standalone"] == "переписанный вопрос"
+    assert out["answer"].text == "ответ [1]"
+    assert '<source id="1" title="Договор">' in out["packed"]["context"]
+    chat = build_chat_chain(llm=llm, prompt=prompts["chat"].template)
+    assert (await chat.ainvoke({"history": [], "question": "Привет"})).text == "ответ"

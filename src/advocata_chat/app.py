@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from advocata_chat import api
+from advocata_chat import api, api_documents, documents
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers
 from advocata_chat.runtime import start_runtime
@@ -18,15 +19,20 @@ from advocata_chat.runtime import start_runtime
 class BodySizeLimit:
     """Refuse bodies whose declared size is over the limit before reading them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Uploads are multipart: allow the file limit plus room for the form framing.
+        self.max_upload_bytes = max_upload_bytes + 64_000
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
-            if length and length.isdigit() and int(length) > self.max_bytes:
-                err = PayloadTooLarge(f"Request body is over the {self.max_bytes}-byte limit")
+            limit = self.max_bytes
+            if scope["path"].rstrip("/") == "/api/v1/documents":
+                limit = self.max_upload_bytes
+            if length and length.isdigit() and int(length) > limit:
+                err = PayloadTooLarge(f"Request body is over the {limit}-byte limit")
                 from fastapi.responses import JSONResponse
 
                 await JSONResponse(err.body(), status_code=413)(scope, receive, send)
@@ -34,12 +40,18 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, llm: BaseChatModel | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    llm: BaseChatModel | None = None,
+    embeddings: tuple[Embeddings, str, int] | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = await start_runtime(settings, llm=llm)
+        app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
+        await documents.resume_stale(app.state.runtime)
         try:
             yield
         finally:
@@ -52,8 +64,13 @@ def create_app(settings: Settings | None = None, *, llm: BaseChatModel | None = 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(api.router)
+    app.include_router(api_documents.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

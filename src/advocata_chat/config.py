@@ -41,9 +41,16 @@ class Settings(BaseSettings):
     rag_embedding_model: str = "text-embedding-3-small"
     rag_chunk_size: int = 1000
     rag_chunk_overlap: int = 200
+    rag_embedding_dimensions: int | None = None  # None: known for OpenAI models, else probed
     rag_top_k: int = 5
-    rag_min_similarity: float = 0.7
+    # Cosine floor for a chunk found only by vector search. None: the embedder's calibrated
+    # default (the seed's 0.7 discards nearly every relevant chunk with either embedder).
+    rag_min_similarity: float | None = None
     rag_max_context_tokens: int = 4000
+    rag_candidates: int = 20  # per retriever, before fusion
+    rag_rrf_k: int = 60
+    rag_vector_weight: float = 1.0
+    rag_text_weight: float = 1.0
 
     # History put into the prompt is bounded, so long chats don't grow the cost of a turn.
     history_max_messages: int = 40
@@ -57,6 +64,7 @@ class Settings(BaseSettings):
 
     # Limits
     max_request_bytes: int = 1_000_000
+    max_upload_bytes: int = 20_000_000
     max_message_chars: int = 8000
     max_title_chars: int = 200
     turn_wait_seconds: float = 30.0  # how long a send waits for the previous turn to finish

@@ -6,12 +6,13 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from advocata_chat.config import Settings
-from advocata_chat.offline import OfflineChatModel
+from advocata_chat.offline import OfflineChatModel, OfflineEmbeddings
 from advocata_chat.tokens import count_message_tokens, count_tokens
 
 
@@ -33,6 +34,44 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         # Without this, ChatOpenAI drops usage when streaming.
         stream_usage=True,
     )
+
+
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+# Cosine floors measured on the Russian dev set: relevant chunks score far below the
+# seed's 0.7 with both embedders.
+DEFAULT_MIN_SIMILARITY = {OfflineEmbeddings.model_name: 0.1}
+
+
+def build_embeddings(settings: Settings) -> tuple[Embeddings, str, int]:
+    """The embedder, its model name and its dimension."""
+    if not settings.uses_openai:
+        return OfflineEmbeddings(), OfflineEmbeddings.model_name, OfflineEmbeddings.dimensions
+    from langchain_openai import OpenAIEmbeddings
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+    embeddings = OpenAIEmbeddings(
+        model=settings.rag_embedding_model,
+        api_key=key,
+        base_url=settings.openai_base_url,
+        # Counting tokens client-side would make tiktoken download an encoding.
+        check_embedding_ctx_length=False,
+        timeout=settings.openai_timeout_seconds,
+        max_retries=settings.openai_max_retries,
+    )
+    dims = settings.rag_embedding_dimensions or KNOWN_DIMENSIONS.get(settings.rag_embedding_model)
+    if dims is None:
+        dims = len(embeddings.embed_query("probe"))
+    return embeddings, settings.rag_embedding_model, dims
+
+
+def min_similarity(settings: Settings, embedding_model: str) -> float:
+    if settings.rag_min_similarity is not None:
+        return settings.rag_min_similarity
+    return DEFAULT_MIN_SIMILARITY.get(embedding_model, 0.2)
 
 
 def model_name(llm: BaseChatModel) -> str:

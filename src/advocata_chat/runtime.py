@@ -1,17 +1,23 @@
-"""What the app holds while it runs: settings, database, model and prompts."""
+"""What the app holds while it runs: settings, database, models, store and prompts."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from langchain_postgres import PGVectorStore
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from advocata_chat import db
 from advocata_chat.config import Settings
-from advocata_chat.llm import build_chat_model
+from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
+from advocata_chat.offline import OfflineChatModel
 from advocata_chat.prompts import Prompt, load_prompts
+from advocata_chat.retrieval import SearchParams
+from advocata_chat.store import open_store
 
 
 @dataclass
@@ -21,22 +27,65 @@ class Runtime:
     sessions: async_sessionmaker
     llm: BaseChatModel
     prompts: dict[str, Prompt]
+    embeddings: Embeddings
+    embedding_model: str
+    store: PGVectorStore
+    search: SearchParams
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    @property
+    def offline(self) -> bool:
+        return isinstance(self.llm, OfflineChatModel)
 
     async def close(self) -> None:
+        # Give background indexing a moment; what is cut off resumes at the next start.
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.engine.dispose()
 
 
-async def start_runtime(settings: Settings, *, llm: BaseChatModel | None = None) -> Runtime:
+async def start_runtime(
+    settings: Settings,
+    *,
+    llm: BaseChatModel | None = None,
+    embeddings: tuple[Embeddings, str, int] | None = None,
+) -> Runtime:
     # Prompts first: a broken prompt file should stop the start before anything else.
     prompts = load_prompts(settings.prompts_dir)
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
     engine = db.make_engine(url, settings)
+    try:
+        embedder, model, dims = embeddings or await asyncio.to_thread(build_embeddings, settings)
+        store = await open_store(engine, embedder, model=model, dims=dims)
+    except BaseException:
+        await engine.dispose()
+        raise
+    if llm is None:
+        llm = build_chat_model(settings)
+        if isinstance(llm, OfflineChatModel):
+            llm.embeddings = embedder
+    s = settings
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=db.make_sessions(engine),
-        llm=llm or build_chat_model(settings),
+        llm=llm,
         prompts=prompts,
+        embeddings=embedder,
+        embedding_model=model,
+        store=store,
+        search=SearchParams(
+            top_k=s.rag_top_k,
+            candidates=s.rag_candidates,
+            min_similarity=min_similarity(s, model),
+            rrf_k=s.rag_rrf_k,
+            vector_weight=s.rag_vector_weight,
+            text_weight=s.rag_text_weight,
+        ),
     )

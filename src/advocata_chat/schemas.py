@@ -93,3 +93,53 @@ class ErrorBody(BaseModel):
     error: str
     code: str
     detail: object | None = None
+
+
+class DocumentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    title: str
+    filename: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    status: str = Field(description="processing, ready or failed")
+    error: str | None = Field(None, description="Why indexing failed")
+    chunk_count: int
+    page_count: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class SearchRequest(BaseModel):
+    query: NonBlank = Field(max_length=2000)
+    top_k: int = Field(5, ge=1, le=50)
+
+
+class SearchResult(BaseModel):
+    chunk_id: str
+    document_id: uuid.UUID
+    title: str
+    content: str
+    score: float = Field(description="fused reciprocal-rank score")
+    similarity: float | None = Field(description="cosine similarity, if vector search found it")
+    bm25: float | None = Field(description="full-text BM25 score, if text search found it")
+    found_by: Literal["vector", "text", "both"]
+    start: int = Field(description="start of the chunk in the document's extracted text")
+    end: int
+    page: int | None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[SearchResult]

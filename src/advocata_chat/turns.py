@@ -16,7 +16,9 @@ from datetime import timedelta
 from langchain_core.callbacks import BaseCallbackHandler
 from sqlalchemy import select, update
 
+from advocata_chat.citations import extract_citations
 from advocata_chat.conversations import owned
+from advocata_chat.documents import has_ready_documents
 from advocata_chat.errors import Conflict, ModelError, ModelUnavailable
 from advocata_chat.history import PostgresChatHistory, preview
 from advocata_chat.llm import UsageTracker, model_name
@@ -28,9 +30,12 @@ from advocata_chat.models import (
     Role,
     utcnow,
 )
+from advocata_chat.retrieval import UserRetriever
 from advocata_chat.runtime import Runtime
 from advocata_chat.tokens import count_tokens
 from chains.chat import build_chat_chain
+from chains.condense import build_condense_chain
+from chains.rag import build_rag_chain
 
 
 class ConversationBusy(Conflict):
@@ -49,6 +54,25 @@ class ConversationNotActive(Conflict):
 class TurnResult:
     user_message: Message
     answer: Message
+    sources: list[dict]
+
+
+def public_source(source: dict) -> dict:
+    """What clients see of a retrieved chunk (the `sources` frame, the search endpoint)."""
+    keys = (
+        "n",
+        "document_id",
+        "chunk_id",
+        "title",
+        "page",
+        "start",
+        "end",
+        "score",
+        "similarity",
+        "bm25",
+        "found_by",
+    )
+    return {k: source.get(k) for k in keys} | {"content": source.get("content", "")}
 
 
 def _lease(rt: Runtime) -> timedelta:
@@ -114,7 +138,9 @@ async def _store_answer(
     text: str,
     status: MessageStatus,
     tracker: UsageTracker,
+    sources: list[dict],
 ) -> Message:
+    citations, referenced = extract_citations(text, sources)
     completion = tracker.completion_tokens
     if status != MessageStatus.complete:
         completion = count_tokens(text)  # the provider never reported usage for a broken run
@@ -129,8 +155,8 @@ async def _store_answer(
         prompt_tokens=tracker.prompt_tokens,
         completion_tokens=completion,
         model=tracker.model or model_name(rt.llm),
-        referenced_documents=[],
-        citations=[],
+        referenced_documents=referenced,
+        citations=citations,
         created_at=now,
     )
     async with rt.sessions.begin() as s:
@@ -187,6 +213,27 @@ def model_failure(
     return ModelError("The language model failed. Your message is saved.", detail=detail)
 
 
+def _rag_chain(rt: Runtime, user_id: uuid.UUID):
+    retriever = UserRetriever(
+        engine=rt.engine,
+        store=rt.store,
+        embeddings=rt.embeddings,
+        user_id=user_id,
+        params=rt.search,
+    )
+    # The offline model cannot rewrite a question, so it searches with the question as is.
+    condense = build_condense_chain(
+        llm=None if rt.offline else rt.llm, prompt=rt.prompts["condense"].template
+    )
+    return build_rag_chain(
+        llm=rt.llm,
+        condense=condense,
+        retriever=retriever,
+        prompt=rt.prompts["answer"].template,
+        max_context_tokens=rt.settings.rag_max_context_tokens,
+    )
+
+
 async def run_turn(
     rt: Runtime,
     *,
@@ -196,6 +243,7 @@ async def run_turn(
     use_rag: bool = True,
     callbacks: Sequence[BaseCallbackHandler] = (),
     on_user_message: Callable[[Message], Awaitable[None]] | None = None,
+    on_sources: Callable[[list[dict]], Awaitable[None]] | None = None,
 ) -> TurnResult:
     """Answer `content` (or, when None, the pending last user message) in the conversation."""
     user_msg = await _begin(rt, user_id=user_id, conversation_id=conversation_id, content=content)
@@ -210,13 +258,26 @@ async def run_turn(
             max_tokens=rt.settings.history_max_tokens,
             before_seq=user_msg.seq,
         )
-        chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
         inputs = {"history": await history.aget_messages(), "question": user_msg.content}
         tracker = UsageTracker()
+        config = {"callbacks": [tracker, *callbacks]}
         parts: list[str] = []
+        sources: list[dict] = []
         try:
-            async for chunk in chain.astream(inputs, config={"callbacks": [tracker, *callbacks]}):
-                parts.append(chunk.text)
+            if use_rag and await has_ready_documents(rt, user_id=user_id):
+                async for chunk in _rag_chain(rt, user_id).astream(inputs, config=config):
+                    if "packed" in chunk:
+                        sources = chunk["packed"]["sources"]
+                        if on_sources:
+                            await on_sources([public_source(s) for s in sources])
+                    if "answer" in chunk:
+                        parts.append(chunk["answer"].text)
+            else:
+                if on_sources:
+                    await on_sources([])
+                chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
+                async for chunk in chain.astream(inputs, config=config):
+                    parts.append(chunk.text)
         except Exception as exc:
             if parts:  # keep what was generated, marked as failed
                 await _store_answer(
@@ -225,6 +286,7 @@ async def run_turn(
                     text="".join(parts),
                     status=MessageStatus.failed,
                     tracker=tracker,
+                    sources=sources,
                 )
                 released = True
             raise model_failure(
@@ -239,9 +301,10 @@ async def run_turn(
             text="".join(parts),
             status=MessageStatus.complete,
             tracker=tracker,
+            sources=sources,
         )
         released = True
-        return TurnResult(user_message=user_msg, answer=answer)
+        return TurnResult(user_message=user_msg, answer=answer, sources=sources)
     finally:
         if not released:
             await _release(rt, conversation_id)

@@ -1,0 +1,103 @@
+"""REST routes for documents and search."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from advocata_chat import documents
+from advocata_chat.deps import CurrentUser, RuntimeDep
+from advocata_chat.errors import PayloadTooLarge
+from advocata_chat.retrieval import hit_to_document, hybrid_search
+from advocata_chat.schemas import (
+    DocumentOut,
+    DocumentPage,
+    ErrorBody,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
+
+_errors = {code: {"model": ErrorBody} for code in (401, 404, 422)}
+router = APIRouter(prefix="/api/v1", tags=["documents"], responses=_errors)
+
+
+@router.post(
+    "/documents",
+    status_code=201,
+    response_model=DocumentOut,
+    responses={
+        200: {"model": DocumentOut, "description": "The same file was already uploaded"},
+        413: {"model": ErrorBody},
+        415: {"model": ErrorBody},
+    },
+    description="Upload a .pdf, .docx, .txt, .md or .html file. Text is extracted at once "
+    "(a broken or empty file is refused here); indexing continues in the background with "
+    "status `processing`, or before the response with `?wait=true`.",
+)
+async def upload_document(
+    user: CurrentUser,
+    rt: RuntimeDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="The document")],
+    title: Annotated[str | None, Form(max_length=300)] = None,
+    wait: bool = False,
+):
+    limit = rt.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
+    doc, created = await documents.upload(
+        rt,
+        user_id=user,
+        filename=file.filename or "",
+        data=data,
+        title=(title or "").strip() or None,
+        wait=wait,
+    )
+    if not created:
+        response.status_code = 200
+    return doc
+
+
+@router.get("/documents", response_model=DocumentPage)
+async def list_documents(
+    user: CurrentUser,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    return await documents.list_page(rt, user_id=user, limit=limit, offset=offset)
+
+
+@router.get("/documents/{document_id}", response_model=DocumentOut)
+async def get_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
+    return await documents.get(rt, user_id=user, document_id=document_id)
+
+
+@router.delete("/documents/{document_id}", status_code=204)
+async def delete_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
+    await documents.delete(rt, user_id=user, document_id=document_id)
+    return Response(status_code=204)
+
+
+@router.post("/search", response_model=SearchResponse, tags=["search"])
+async def search(body: SearchRequest, user: CurrentUser, rt: RuntimeDep):
+    """What the model would see: the user's chunks for a query, and which retriever found
+    each (vector, full-text, or both)."""
+    params = rt.search.__class__(**{**rt.search.__dict__, "top_k": body.top_k})
+    hits = await hybrid_search(
+        engine=rt.engine,
+        store=rt.store,
+        embeddings=rt.embeddings,
+        user_id=user,
+        question=body.query,
+        params=params,
+    )
+    results = []
+    for hit in hits:
+        meta = hit_to_document(hit).metadata
+        results.append(SearchResult(**{**meta, "content": hit.content}))
+    return SearchResponse(query=body.query, results=results)

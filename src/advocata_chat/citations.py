@@ -1,0 +1,101 @@
+"""The numbered-source format shared by the prompt, the offline model and citations.
+
+Sources reach the model as `<source id="n" title="...">text</source>` blocks; answers cite
+them as [n]. Citations map each [n] back to the chunk, its span in the document, and a
+short quote.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape, unescape
+
+SOURCE_OPEN = '<source id="{n}" title="{title}">'
+SOURCE_CLOSE = "</source>"
+NO_SOURCES = "(В документах пользователя не найдено подходящих фрагментов.)"
+
+_SOURCE = re.compile(r'<source id="(\d+)" title="([^"]*)">\n(.*?)\n</source>', re.DOTALL)
+_CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_SENTENCE = re.compile(r"[^\n.!?…]+(?:[.!?…]+|$)", re.MULTILINE)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def format_source(n: int, title: str, body: str) -> str:
+    return f"{SOURCE_OPEN.format(n=n, title=escape(title, quote=True))}\n{body}\n{SOURCE_CLOSE}"
+
+
+def parse_sources(text: str) -> list[tuple[int, str, str]]:
+    """(n, title, body) of every source block in a prompt."""
+    return [(int(n), unescape(t), body) for n, t, body in _SOURCE.findall(text)]
+
+
+def cited_numbers(answer: str) -> list[int]:
+    seen: list[int] = []
+    for group in _CITE.findall(answer):
+        for n in group.split(","):
+            if int(n) not in seen:
+                seen.append(int(n))
+    return seen
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence or line in `text`, whitespace trimmed."""
+    spans = []
+    for m in _SENTENCE.finditer(text):
+        s, e = m.start(), m.end()
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s and _WORD.search(text, s, e):
+            spans.append((s, e))
+    return spans
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower()[:6] for w in _WORD.findall(text) if len(w) > 2}
+
+
+def _claim_before(answer: str, position: int) -> str:
+    start = max(answer.rfind(c, 0, position) for c in ".!?\n")
+    return answer[start + 1 : position]
+
+
+def extract_citations(answer: str, sources: list[dict]) -> tuple[list[dict], list[str]]:
+    """Citations for every valid [n] in the answer, and the documents they cite.
+
+    The quote is the sentence of the cited chunk that best matches the claim the marker
+    follows; its span is given in the document's extracted text.
+    """
+    by_n = {s["n"]: s for s in sources}
+    citations: list[dict] = []
+    documents: list[str] = []
+    for m in _CITE.finditer(answer):
+        claim = _words(_claim_before(answer, m.start()))
+        for raw in m.group(1).split(","):
+            source = by_n.get(int(raw))
+            if source is None or any(c["n"] == source["n"] for c in citations):
+                continue
+            body = source["content"]
+            spans = sentences(body) or [(0, len(body))]
+            best = max(spans, key=lambda sp: (len(claim & _words(body[sp[0] : sp[1]])), -sp[0]))
+            quote = body[best[0] : best[1]]
+            if len(quote) > 300:
+                quote = quote[:299] + "…"
+            citations.append(
+                {
+                    "n": source["n"],
+                    "document_id": source["document_id"],
+                    "chunk_id": source["chunk_id"],
+                    "title": source.get("title"),
+                    "page": source.get("page"),
+                    "start": source["start"],
+                    "end": source["end"],
+                    "quote": quote,
+                    "quote_start": source["start"] + best[0],
+                    "quote_end": source["start"] + best[1],
+                }
+            )
+            if source["document_id"] not in documents:
+                documents.append(source["document_id"])
+    return citations, documents

@@ -1,0 +1,250 @@
+"""Document services: upload (extract, split), background indexing, list, get, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import PurePath
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from advocata_chat.errors import NotFound, PayloadTooLarge
+from advocata_chat.extract import extract
+from advocata_chat.models import Document, DocumentStatus, utcnow
+from advocata_chat.runtime import Runtime
+from advocata_chat.schemas import DocumentOut, DocumentPage
+from advocata_chat.splitter import split
+from advocata_chat.store import TABLE
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = {
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+}
+EMBED_BATCH = 64
+
+
+class DocumentNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Document not found")
+
+
+def chunk_id(document_id: uuid.UUID, index: int) -> uuid.UUID:
+    # Deterministic, so indexing the same document again overwrites instead of duplicating.
+    return uuid.uuid5(document_id, str(index))
+
+
+async def upload(
+    rt: Runtime,
+    *,
+    user_id: uuid.UUID,
+    filename: str,
+    data: bytes,
+    title: str | None = None,
+    wait: bool = False,
+) -> tuple[DocumentOut, bool]:
+    """Store and start indexing a document. Returns (document, created)."""
+    limit = rt.settings.max_upload_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
+    digest = hashlib.sha256(data).hexdigest()
+    existing = await _by_hash(rt, user_id=user_id, digest=digest)
+    if existing is not None:
+        return existing, False
+
+    # Extraction and splitting are CPU-bound: keep them off the event loop.
+    extracted = await asyncio.to_thread(extract, filename, data)
+    name = PurePath(filename).name[:300] or "document"
+    now = utcnow()
+    doc = Document(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        title=(title or PurePath(name).stem)[:300],
+        filename=name,
+        media_type=MEDIA_TYPES[PurePath(name).suffix.lower()],
+        sha256=digest,
+        size_bytes=len(data),
+        status=DocumentStatus.processing,
+        chunk_count=0,
+        page_count=len(extracted.pages) or None,
+        text=extracted.text,
+        pages=[list(p) for p in extracted.pages],
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with rt.sessions.begin() as s:
+            s.add(doc)
+    except IntegrityError:  # the same bytes uploaded twice at the same moment
+        existing = await _by_hash(rt, user_id=user_id, digest=digest)
+        if existing is None:
+            raise
+        return existing, False
+    task = asyncio.create_task(index_document(rt, doc.id))
+    rt.tasks.add(task)
+    task.add_done_callback(rt.tasks.discard)
+    if wait:
+        await asyncio.shield(task)
+        return await get(rt, user_id=user_id, document_id=doc.id), True
+    return DocumentOut.model_validate(doc), True
+
+
+async def _by_hash(rt: Runtime, *, user_id: uuid.UUID, digest: str) -> DocumentOut | None:
+    async with rt.sessions() as s:
+        doc = await s.scalar(
+            select(Document).where(Document.user_id == user_id, Document.sha256 == digest)
+        )
+        return DocumentOut.model_validate(doc) if doc else None
+
+
+def _page_of(pages: list, offset: int) -> int | None:
+    for number, (start, end) in enumerate(pages, start=1):
+        if start <= offset <= end:
+            return number
+    return None
+
+
+async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
+    """Split, embed (in batches, off the event loop) and store a document's chunks."""
+    from sqlalchemy import text as sql
+
+    async with rt.sessions() as s:
+        doc = await s.get(Document, document_id, options=[])
+        if doc is None:
+            return
+        body, pages = doc.text, doc.pages
+        user_id, title = doc.user_id, doc.title
+    try:
+        spans = await asyncio.to_thread(
+            split,
+            body,
+            chunk_size=rt.settings.rag_chunk_size,
+            overlap=rt.settings.rag_chunk_overlap,
+        )
+        texts = [body[sp.start : sp.end] for sp in spans]
+        for first in range(0, len(texts), EMBED_BATCH):
+            batch = texts[first : first + EMBED_BATCH]
+            vectors = await rt.embeddings.aembed_documents(batch)
+            metadatas = [
+                {
+                    "user_id": user_id,
+                    "document_id": document_id,
+                    "chunk_index": first + i,
+                    "start_char": spans[first + i].start,
+                    "end_char": spans[first + i].end,
+                    "page": _page_of(pages, spans[first + i].start),
+                    "title": title,
+                }
+                for i in range(len(batch))
+            ]
+            ids = [str(chunk_id(document_id, first + i)) for i in range(len(batch))]
+            await rt.store.aadd_embeddings(batch, vectors, metadatas=metadatas, ids=ids)
+        await _set_status(rt, document_id, DocumentStatus.ready, chunk_count=len(texts))
+    except Exception as exc:  # any failure leaves the document failed, with its reason
+        log.exception("indexing document %s failed", document_id)
+        try:
+            async with rt.engine.begin() as conn:
+                await conn.execute(
+                    sql(f"DELETE FROM {TABLE} WHERE document_id = :d"), {"d": document_id}
+                )
+            await _set_status(rt, document_id, DocumentStatus.failed, error=str(exc)[:500])
+        except Exception:
+            log.exception("could not mark document %s failed", document_id)
+
+
+async def _set_status(
+    rt: Runtime,
+    document_id: uuid.UUID,
+    status: DocumentStatus,
+    *,
+    chunk_count: int = 0,
+    error: str | None = None,
+) -> None:
+    async with rt.sessions.begin() as s:
+        await s.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(status=status, chunk_count=chunk_count, error=error, updated_at=utcnow())
+        )
+
+
+async def resume_stale(rt: Runtime, *, older_than: timedelta = timedelta(minutes=5)) -> None:
+    """Re-index documents left `processing` by a process that stopped mid-way."""
+    async with rt.sessions.begin() as s:
+        ids = list(
+            await s.scalars(
+                update(Document)
+                .where(
+                    Document.status == DocumentStatus.processing,
+                    Document.updated_at < utcnow() - older_than,
+                )
+                .values(updated_at=utcnow())
+                .returning(Document.id)
+            )
+        )
+    for document_id in ids:
+        task = asyncio.create_task(index_document(rt, document_id))
+        rt.tasks.add(task)
+        task.add_done_callback(rt.tasks.discard)
+
+
+async def get(rt: Runtime, *, user_id: uuid.UUID, document_id: uuid.UUID) -> DocumentOut:
+    async with rt.sessions() as s:
+        doc = await s.scalar(
+            select(Document).where(Document.id == document_id, Document.user_id == user_id)
+        )
+        if doc is None:
+            raise DocumentNotFound()
+        return DocumentOut.model_validate(doc)
+
+
+async def list_page(rt: Runtime, *, user_id: uuid.UUID, limit: int, offset: int) -> DocumentPage:
+    async with rt.sessions() as s:
+        total = await s.scalar(
+            select(func.count()).select_from(Document).where(Document.user_id == user_id)
+        )
+        rows = await s.scalars(
+            select(Document)
+            .where(Document.user_id == user_id)
+            .order_by(Document.created_at.desc(), Document.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        items = [DocumentOut.model_validate(d) for d in rows]
+    total = total or 0
+    return DocumentPage(
+        items=items, total=total, limit=limit, offset=offset, has_more=offset + len(items) < total
+    )
+
+
+async def delete(rt: Runtime, *, user_id: uuid.UUID, document_id: uuid.UUID) -> None:
+    async with rt.sessions.begin() as s:
+        doc = await s.scalar(
+            select(Document)
+            .where(Document.id == document_id, Document.user_id == user_id)
+            .with_for_update()
+        )
+        if doc is None:
+            raise DocumentNotFound()
+        # Its chunks go with it (ON DELETE CASCADE), in this same transaction.
+        await s.delete(doc)
+
+
+async def has_ready_documents(rt: Runtime, *, user_id: uuid.UUID) -> bool:
+    async with rt.sessions() as s:
+        return bool(
+            await s.scalar(
+                select(Document.id)
+                .where(Document.user_id == user_id, Document.status == DocumentStatus.ready)
+                .limit(1)
+            )
+        )

@@ -1,0 +1,156 @@
+"""Hybrid retrieval over one user's chunks: vector + Russian full-text, fused by RRF.
+
+Every query is filtered by `user_id` in SQL (see store.py). A question that asks two
+things ("Кто установил ... и входил ли ...") is also searched part by part, so both
+documents it needs can reach the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from langchain_postgres import PGVectorStore
+from pydantic import ConfigDict
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from advocata_chat.store import Hit, text_search, vector_search
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    top_k: int = 5
+    candidates: int = 20
+    min_similarity: float = 0.1
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+
+
+_SPLIT = re.compile(
+    r",?\s+(?:и|а также|а|или)\s+(?=\w+\s+ли\b|кто|что|как|когда|где|сколько|"
+    r"какой|какая|какое|какие|каков|кому|чей|почему|зачем|куда|откуда)",
+    re.IGNORECASE,
+)
+
+
+def sub_questions(question: str) -> list[str]:
+    """Split a compound question into its parts ("X и Y?" -> ["X?", "Y?"])."""
+    parts = [p.strip(" ,?") for p in _SPLIT.split(question)]
+    parts = [p for p in parts if len(p.split()) >= 2]
+    return parts if len(parts) > 1 else []
+
+
+def fuse(ranked_lists: list[tuple[list[Hit], float]], *, rrf_k: int) -> list[Hit]:
+    """Weighted reciprocal rank fusion; remembers which retrievers found each chunk."""
+    by_id: dict[str, Hit] = {}
+    for hits, weight in ranked_lists:
+        for rank, hit in enumerate(hits):
+            kept = by_id.setdefault(hit.chunk_id, hit)
+            if kept is not hit:
+                kept.found_by |= hit.found_by
+                kept.similarity = max(filter(None, (kept.similarity, hit.similarity)), default=None)
+                kept.bm25 = max(filter(None, (kept.bm25, hit.bm25)), default=None)
+            kept.score += weight / (rrf_k + rank + 1)
+    return sorted(by_id.values(), key=lambda h: (-h.score, h.chunk_id))
+
+
+def diversify(hits: list[Hit], k: int) -> list[Hit]:
+    """Top k, but let the best chunk of a second document in when it ranks near the top.
+
+    A question that needs two documents otherwise gets k chunks of the first.
+    """
+    top = hits[:k]
+    docs = {h.document_id for h in top}
+    for h in hits[k : 2 * k]:
+        if h.document_id not in docs and len(top) == k:
+            # Replace the weakest chunk of the most represented document.
+            counts = {d: sum(1 for t in top if t.document_id == d) for d in docs}
+            crowded = max(counts, key=counts.get)
+            if counts[crowded] < 2:
+                break
+            victim = max(i for i, t in enumerate(top) if t.document_id == crowded)
+            top[victim] = h
+            docs.add(h.document_id)
+    return sorted(top, key=lambda h: -h.score)
+
+
+async def hybrid_search(
+    *,
+    engine: AsyncEngine,
+    store: PGVectorStore,
+    embeddings: Embeddings,
+    user_id: uuid.UUID,
+    question: str,
+    params: SearchParams,
+) -> list[Hit]:
+    queries = [question, *sub_questions(question)]
+    vectors = await embeddings.aembed_documents(queries)
+
+    async def one(query: str, vector: list[float]) -> list[tuple[list[Hit], float]]:
+        by_vector, by_text = await asyncio.gather(
+            vector_search(store, user_id=user_id, vector=vector, k=params.candidates),
+            text_search(engine, user_id=user_id, question=query, k=params.candidates),
+        )
+        by_vector = [h for h in by_vector if (h.similarity or 0) >= params.min_similarity]
+        return [(by_vector, params.vector_weight), (by_text, params.text_weight)]
+
+    lists: list[tuple[list[Hit], float]] = []
+    for result in await asyncio.gather(*(one(q, v) for q, v in zip(queries, vectors, strict=True))):
+        lists += result
+    return diversify(fuse(lists, rrf_k=params.rrf_k), params.top_k)
+
+
+def hit_to_document(hit: Hit) -> Document:
+    return Document(
+        id=hit.chunk_id,
+        page_content=hit.content,
+        metadata={
+            "chunk_id": hit.chunk_id,
+            "document_id": str(hit.document_id),
+            "title": hit.title,
+            "page": hit.page,
+            "start": hit.start,
+            "end": hit.end,
+            "chunk_index": hit.chunk_index,
+            "score": round(hit.score, 6),
+            "similarity": None if hit.similarity is None else round(hit.similarity, 4),
+            "bm25": None if hit.bm25 is None else round(hit.bm25, 4),
+            "found_by": "both" if len(hit.found_by) > 1 else next(iter(hit.found_by), ""),
+        },
+    )
+
+
+class UserRetriever(BaseRetriever):
+    """A LangChain retriever bound to one user: it cannot see anyone else's chunks."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Any
+    store: Any
+    embeddings: Any
+    user_id: uuid.UUID
+    params: SearchParams
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        raise NotImplementedError("UserRetriever is async-only")
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        hits = await hybrid_search(
+            engine=self.engine,
+            store=self.store,
+            embeddings=self.embeddings,
+            user_id=self.user_id,
+            question=query,
+            params=self.params,
+        )
+        return [hit_to_document(h) for h in hits]
