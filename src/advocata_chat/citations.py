@@ -16,7 +16,13 @@ NO_SOURCES = "(В документах пользователя не найде�
 
 _SOURCE = re.compile(r'<source id="(\d+)" title="([^"]*)">\n(.*?)\n</source>', re.DOTALL)
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_SENTENCE = re.compile(r"[^\n.!?…]+(?:[.!?…]+|$)", re.MULTILINE)
+# A sentence ends at . ! ? … or a line break, but not after an abbreviation ("ул.", "д.",
+# "руб.") or an initial ("Р.М.") that Russian legal text is full of.
+_END = re.compile(r"[.!?…]+(?=\s|$)|\n")
+_ABBREVIATIONS = frozenset(
+    "г гг д ул кв пр просп пер ш обл р-н р руб коп тыс млн млрд т е п пп ст ч см им др "
+    "тел стр рис табл прим нояб дек янв февр сент окт авг мин сек шт кг м км".split()
+)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -40,9 +46,17 @@ def cited_numbers(answer: str) -> list[int]:
 
 def sentences(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence or line in `text`, whitespace trimmed."""
+    cuts = [0]
+    for m in _END.finditer(text):
+        if m.group() != "\n":
+            word = re.search(r"(\w+)$", text[max(0, m.start() - 12) : m.start()])
+            token = word.group(1) if word else ""
+            if token.lower() in _ABBREVIATIONS or (len(token) == 1 and token.isupper()):
+                continue
+        cuts.append(m.end())
+    cuts.append(len(text))
     spans = []
-    for m in _SENTENCE.finditer(text):
-        s, e = m.start(), m.end()
+    for s, e in zip(cuts, cuts[1:], strict=False):
         while s < e and text[s].isspace():
             s += 1
         while e > s and text[e - 1].isspace():

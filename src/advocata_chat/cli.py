@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from advocata_chat.config import get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Advocata Chat service")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Advocata Chat service",
+)
 
 
 @app.command()
@@ -64,6 +70,34 @@ def token(
 
     extra = {"role": role} if role else None
     typer.echo(mint_token(get_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
+
+
+@app.command("eval")
+def evaluate(
+    set_dir: Annotated[
+        Path, typer.Option("--set", help="Evaluation set folder (docs/ + questions.jsonl)")
+    ],
+    k: Annotated[int, typer.Option(help="Retrieval depth for hit@k")] = 5,
+    prompts_dir: Annotated[
+        Path | None, typer.Option(help="Evaluate these prompts instead of the current ones")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per question")] = False,
+) -> None:
+    """Score retrieval, citations, answers, abstention and cross-user leakage."""
+    import asyncio
+
+    from advocata_chat.evaluation import run
+
+    settings = get_settings()
+    if prompts_dir is not None:
+        settings = settings.model_copy(update={"prompts_dir": prompts_dir})
+    figures = asyncio.run(run(set_dir, settings, k=k, verbose=verbose))
+    width = max(len(name) for name in figures)
+    for name, value in figures.items():
+        typer.echo(f"{name:<{width}}  {value}")
+    if figures["leakage"]:
+        typer.echo("FAIL: an answer cited a document its asker does not own", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

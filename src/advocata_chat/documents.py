@@ -11,6 +11,7 @@ from pathlib import PurePath
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import undefer
 
 from advocata_chat.errors import NotFound, PayloadTooLarge
 from advocata_chat.extract import extract
@@ -118,7 +119,9 @@ async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
     from sqlalchemy import text as sql
 
     async with rt.sessions() as s:
-        doc = await s.get(Document, document_id, options=[])
+        doc = await s.get(
+            Document, document_id, options=[undefer(Document.text), undefer(Document.pages)]
+        )
         if doc is None:
             return
         body, pages = doc.text, doc.pages

@@ -61,6 +61,46 @@ def terms(text: str) -> list[str]:
     return [_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1]
 
 
+# What kind of answer a question asks for, and how to recognise it in a sentence.
+_NUMBER = re.compile(r"\d")
+_PATTERNS = {
+    "amount": re.compile(r"\d[\d\s]*(?:[.,]\d+)?\s*(?:%|руб|₽|рубл|тыс|млн)|\d+\s*%", re.I),
+    "time": re.compile(
+        r"\d+\s*(?:\(\w+\)\s*)?(?:рабоч\w*\s+)?(?:дн|день|недел|месяц|мес\.|год|лет|час)"
+        r"|\d{1,2}\.\d{1,2}\.\d{2,4}|\d{1,2}\s+(?:январ|феврал|март|апрел|ма[яй]|июн|июл|август"
+        r"|сентябр|октябр|ноябр|декабр)",
+        re.I,
+    ),
+    "person": re.compile(
+        r"[А-ЯЁ][а-яё]+\s+[А-ЯЁ]\.\s?[А-ЯЁ]\.|[А-ЯЁ][а-яё]+(?:ой|ым|ов|ев|ин|ий|ая|на)?\s+"
+        r"[А-ЯЁ][а-яё]+(?:ем|ой|ом|ы|а|у)?\s+[А-ЯЁ][а-яё]+(?:вич|вна|вной|вичем|вича)|"
+        r"(?:ООО|АО|ПАО|ИП)\s"
+    ),
+    "place": re.compile(r"(?:ул\.|д\.|кв\.|г\.|просп\.|шоссе)\s*\S", re.I),
+    "code": re.compile(r"\b[A-ZА-ЯЁ]{1,5}\d[\w-]*\d|\b\d{2,}[-/]\d{2,}", re.I),
+}
+_QUESTION_TYPES = [
+    (re.compile(r"\b(?:сколько|какова?\s+(?:сумма|цена|стоимость|размер)|какой\s+размер|"
+                r"каков\w*\s+размер|почём)", re.I), "amount"),
+    (re.compile(r"\b(?:когда|какой\s+срок|в\s+какой\s+срок|какого\s+числа|до\s+какого|"
+                r"сколько\s+(?:дней|лет|месяцев))", re.I), "time"),
+    (re.compile(r"\b(?:кто|как\s+зовут|какой\s+нотариус|кем|кому|чей|чья)", re.I), "person"),
+    (re.compile(r"\b(?:где|по\s+какому\s+адресу|какой\s+адрес|для\s+какой\s+квартиры)",
+                re.I), "place"),
+    (re.compile(r"\b(?:номер|серийн|артикул|код)", re.I), "code"),
+]
+
+
+def answer_types(question: str) -> set[str]:
+    return {kind for pattern, kind in _QUESTION_TYPES if pattern.search(question)}
+
+
+def _yes_no_focus(question: str) -> str | None:
+    """The word a yes/no question asks about: "Согласилась ли ..." -> "согласилась"."""
+    m = re.match(r"\s*(?:а\s+|и\s+)?(\w+)\s+ли\b", question, re.I)
+    return m.group(1) if m else None
+
+
 @dataclass
 class Candidate:
     n: int
@@ -83,7 +123,7 @@ def choose(
     sources: list[tuple[int, str, str]],
     *,
     embed: Callable[[list[str]], list[list[float]]] | None = None,
-    threshold: float = 0.42,
+    threshold: float = 0.3,
     max_sentences: int = 3,
 ) -> list[Candidate]:
     """The sentences that answer the question, best first; empty means abstain."""
@@ -91,6 +131,7 @@ def choose(
     q_terms = set(terms(question))
     if not cands or not q_terms:
         return []
+    kinds = answer_types(question)
     sent_terms = [set(terms(c.text)) for c in cands]
     n = len(cands)
     idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
@@ -104,8 +145,18 @@ def choose(
     rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
     for c, st, sim in zip(cands, sent_terms, sims, strict=True):
         overlap = sum(idf[t] for t in q_terms & st) / total
-        c.score = 0.6 * overlap + 0.4 * max(sim, 0.0) + 0.02 / (1 + rank_of[c.n])
+        typed = any(_PATTERNS[k].search(c.text) for k in kinds) if kinds else 0.5
+        c.score = (
+            0.5 * overlap + 0.35 * max(sim, 0.0) + 0.15 * typed + 0.02 / (1 + rank_of[c.n])
+        )
     ranked = sorted(cands, key=lambda c: -c.score)
+    focus = _yes_no_focus(question)
+    if focus and focus.lower() not in _STOP:
+        near = set().union(*(terms(c.text) for c in ranked[:3]))
+        if _stem(focus) not in near:
+            # "Did X agree ...?" and the relevant sentences never mention agreeing: an
+            # extract cannot answer yes or no, so say the documents do not settle it.
+            return []
     best = ranked[0]
     if best.score < threshold:
         return []

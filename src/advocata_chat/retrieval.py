@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
@@ -53,21 +53,26 @@ def fuse(ranked_lists: list[tuple[list[Hit], float]], *, rrf_k: int) -> list[Hit
     by_id: dict[str, Hit] = {}
     for hits, weight in ranked_lists:
         for rank, hit in enumerate(hits):
-            kept = by_id.setdefault(hit.chunk_id, hit)
-            if kept is not hit:
+            kept = by_id.get(hit.chunk_id)
+            if kept is None:
+                kept = by_id[hit.chunk_id] = replace(hit, score=0.0, found_by=set(hit.found_by))
+            else:
                 kept.found_by |= hit.found_by
-                kept.similarity = max(filter(None, (kept.similarity, hit.similarity)), default=None)
-                kept.bm25 = max(filter(None, (kept.bm25, hit.bm25)), default=None)
+                kept.similarity = max(
+                    (x for x in (kept.similarity, hit.similarity) if x is not None), default=None
+                )
+                kept.bm25 = max((x for x in (kept.bm25, hit.bm25) if x is not None), default=None)
             kept.score += weight / (rrf_k + rank + 1)
     return sorted(by_id.values(), key=lambda h: (-h.score, h.chunk_id))
 
 
-def diversify(hits: list[Hit], k: int) -> list[Hit]:
-    """Top k, but let the best chunk of a second document in when it ranks near the top.
-
-    A question that needs two documents otherwise gets k chunks of the first.
+def diversify(hits: list[Hit], k: int, keep: list[str] = ()) -> list[Hit]:
+    """Top k, with the chunks in `keep`, and the best chunk of another document when one
+    ranks just below the cut: a question that needs two documents otherwise gets k chunks
+    of the first.
     """
-    top = hits[:k]
+    kept = [h for h in hits if h.chunk_id in keep][:k]
+    top = kept + [h for h in hits if h.chunk_id not in keep][: k - len(kept)]
     docs = {h.document_id for h in top}
     for h in hits[k : 2 * k]:
         if h.document_id not in docs and len(top) == k:

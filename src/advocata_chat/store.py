@@ -175,8 +175,10 @@ def _hit(row, **extra) -> Hit:
 async def vector_search(
     store: PGVectorStore, *, user_id: uuid.UUID, vector: list[float], k: int
 ) -> list[Hit]:
+    # hybrid_search_config=None: this is the dense half only (the store's hybrid mode would
+    # cap it at primary_top_k); full-text search is text_search below.
     results = await store.asimilarity_search_with_score_by_vector(
-        vector, k=k, filter={"user_id": {"$eq": user_id}}
+        vector, k=k, filter={"user_id": {"$eq": user_id}}, hybrid_search_config=None
     )
     hits = []
     for doc, distance in results:
@@ -187,13 +189,18 @@ async def vector_search(
 
 # BM25 over the user's chunks, with PostgreSQL's Russian stemmer and stop words. ts_rank has
 # no notion of how rare a word is; BM25 does, which matters when every chunk of a contract
-# says "договор". The query's lexemes are OR-ed, so a question need not match every word.
+# says "договор". The query's lexemes are OR-ed, so a question need not match every word,
+# and stems of 5+ letters match as prefixes ("установ" finds "установк"), because the
+# stemmer does not always bring a verb and its noun to one stem.
 _BM25 = f"""
 WITH terms AS (
-    SELECT DISTINCT lex FROM unnest(tsvector_to_array(to_tsvector('{TSV_LANG}', :q))) AS lex
+    SELECT DISTINCT lex, length(lex) >= 5 AS pre
+    FROM unnest(tsvector_to_array(to_tsvector('{TSV_LANG}', :q))) AS lex
 ),
 query AS (
-    SELECT to_tsquery('simple', string_agg(quote_literal(lex), ' | ')) AS tsq FROM terms
+    SELECT to_tsquery('simple', string_agg(
+        quote_literal(lex) || CASE WHEN pre THEN ':*' ELSE '' END, ' | ')) AS tsq
+    FROM terms
 ),
 mine AS (
     SELECT id, content_tsv, length(content_tsv) AS dl FROM {TABLE} WHERE user_id = :user_id
@@ -201,20 +208,25 @@ mine AS (
 stats AS (SELECT count(*) AS n, greatest(avg(dl), 1) AS avgdl FROM mine),
 df AS (
     SELECT t.lex, count(m.id) AS df
-    FROM terms t JOIN mine m ON m.content_tsv @@ to_tsquery('simple', quote_literal(t.lex))
+    FROM terms t JOIN mine m ON m.content_tsv @@ to_tsquery(
+        'simple', quote_literal(t.lex) || CASE WHEN t.pre THEN ':*' ELSE '' END)
     GROUP BY t.lex
 ),
 tf AS (
-    SELECT m.id, m.dl, u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
-    FROM mine m CROSS JOIN query q CROSS JOIN LATERAL unnest(m.content_tsv) AS u
-    WHERE m.content_tsv @@ q.tsq AND u.lexeme IN (SELECT lex FROM terms)
+    SELECT m.id, m.dl, t.lex, sum(coalesce(array_length(u.positions, 1), 1)) AS tf
+    FROM mine m
+    CROSS JOIN query q
+    CROSS JOIN LATERAL unnest(m.content_tsv) AS u
+    JOIN terms t ON CASE WHEN t.pre THEN starts_with(u.lexeme, t.lex) ELSE u.lexeme = t.lex END
+    WHERE m.content_tsv @@ q.tsq
+    GROUP BY m.id, m.dl, t.lex
 ),
 scored AS (
     SELECT tf.id, sum(
         ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
         * tf.tf * (1.2 + 1) / (tf.tf + 1.2 * (1 - 0.75 + 0.75 * tf.dl / s.avgdl))
     ) AS bm25
-    FROM tf JOIN df ON df.lex = tf.lexeme CROSS JOIN stats s
+    FROM tf JOIN df ON df.lex = tf.lex CROSS JOIN stats s
     GROUP BY tf.id
 )
 SELECT c.id, c.document_id, c.title, c.content, c.start_char, c.end_char, c.page,
