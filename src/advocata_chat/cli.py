@@ -72,6 +72,81 @@ def token(
     typer.echo(mint_token(get_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
 
 
+@app.command()
+def ingest(
+    user: Annotated[uuid.UUID, typer.Option("--user", help="Owner of the documents")],
+    paths: Annotated[list[Path], typer.Argument(help="Files to upload", exists=True)],
+) -> None:
+    """Upload and index documents for a user, as the API does, with a progress bar."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from advocata_chat import documents
+    from advocata_chat.errors import AppError
+    from advocata_chat.runtime import start_runtime
+
+    async def main() -> int:
+        rt = await start_runtime(get_settings())
+        failed = 0
+        try:
+            with Progress() as progress:
+                bar = progress.add_task("indexing", total=len(paths))
+                for path in paths:
+                    progress.update(bar, description=path.name)
+                    try:
+                        doc, created = await documents.upload(
+                            rt,
+                            user_id=user,
+                            filename=path.name,
+                            data=path.read_bytes(),
+                            wait=True,
+                        )
+                        note = "" if created else " (already uploaded)"
+                        progress.console.print(
+                            f"{path.name}: {doc.status}, {doc.chunk_count} chunks, id {doc.id}"
+                            f"{note}"
+                        )
+                        failed += doc.status != "ready"
+                    except AppError as e:
+                        progress.console.print(f"{path.name}: refused: {e.message}")
+                        failed += 1
+                    progress.advance(bar)
+        finally:
+            await rt.close()
+        return failed
+
+    raise typer.Exit(1 if asyncio.run(main()) else 0)
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the chunk index with the configured embedder, from the stored document text."""
+    import asyncio
+
+    from advocata_chat import documents, store
+    from advocata_chat.runtime import start_runtime
+
+    async def main() -> None:
+        settings = get_settings()
+        from advocata_chat import db
+
+        url = db.resolve_database_url(settings)
+        if settings.auto_migrate:
+            db.migrate(url)
+        engine = db.make_engine(url, settings)
+        await store.drop_store(engine)
+        await engine.dispose()
+        rt = await start_runtime(settings.model_copy(update={"auto_migrate": False}))
+        try:
+            count = await documents.reindex_all(rt)
+        finally:
+            await rt.close()
+        typer.echo(f"reindexed {count} documents with {rt.embedding_model}", err=True)
+
+    asyncio.run(main())
+
+
 @app.command("eval")
 def evaluate(
     set_dir: Annotated[

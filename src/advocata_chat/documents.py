@@ -18,7 +18,7 @@ from advocata_chat.extract import extract
 from advocata_chat.models import Document, DocumentStatus, utcnow
 from advocata_chat.runtime import Runtime
 from advocata_chat.schemas import DocumentOut, DocumentPage
-from advocata_chat.splitter import split
+from advocata_chat.splitter import Span, split
 from advocata_chat.store import TABLE
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,19 @@ async def _by_hash(rt: Runtime, *, user_id: uuid.UUID, digest: str) -> DocumentO
         return DocumentOut.model_validate(doc) if doc else None
 
 
+def _split_pages(rt: Runtime, body: str, pages: list) -> list[Span]:
+    """Chunks never straddle a page, so each chunk (and citation) has one page number."""
+    out: list[Span] = []
+    for start, end in pages or [(0, len(body))]:
+        for sp in split(
+            body[start:end],
+            chunk_size=rt.settings.rag_chunk_size,
+            overlap=rt.settings.rag_chunk_overlap,
+        ):
+            out.append(Span(start + sp.start, start + sp.end))
+    return out
+
+
 def _page_of(pages: list, offset: int) -> int | None:
     for number, (start, end) in enumerate(pages, start=1):
         if start <= offset <= end:
@@ -127,12 +140,7 @@ async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
         body, pages = doc.text, doc.pages
         user_id, title = doc.user_id, doc.title
     try:
-        spans = await asyncio.to_thread(
-            split,
-            body,
-            chunk_size=rt.settings.rag_chunk_size,
-            overlap=rt.settings.rag_chunk_overlap,
-        )
+        spans = await asyncio.to_thread(_split_pages, rt, body, pages)
         texts = [body[sp.start : sp.end] for sp in spans]
         for first in range(0, len(texts), EMBED_BATCH):
             batch = texts[first : first + EMBED_BATCH]
@@ -198,6 +206,19 @@ async def resume_stale(rt: Runtime, *, older_than: timedelta = timedelta(minutes
         task = asyncio.create_task(index_document(rt, document_id))
         rt.tasks.add(task)
         task.add_done_callback(rt.tasks.discard)
+
+
+async def reindex_all(rt: Runtime) -> int:
+    """Index every stored document again (after `store.drop_store`)."""
+    async with rt.sessions.begin() as s:
+        ids = list(
+            await s.scalars(
+                update(Document).values(status=DocumentStatus.processing).returning(Document.id)
+            )
+        )
+    for document_id in ids:
+        await index_document(rt, document_id)
+    return len(ids)
 
 
 async def get(rt: Runtime, *, user_id: uuid.UUID, document_id: uuid.UUID) -> DocumentOut:

@@ -47,6 +47,8 @@ def _tidy(text: str) -> str:
     # paragraph breaks, which the splitter uses as boundaries.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"[ \t\u00a0]+\n", "\n", text)
+    # Justified PDF text comes out with runs of spaces ("164  800"); one is enough.
+    text = re.sub(r"(?<=\S)[ \t\u00a0]{2,}(?=\S)", " ", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 

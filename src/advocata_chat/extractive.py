@@ -80,13 +80,27 @@ _PATTERNS = {
     "code": re.compile(r"\b[A-ZА-ЯЁ]{1,5}\d[\w-]*\d|\b\d{2,}[-/]\d{2,}", re.I),
 }
 _QUESTION_TYPES = [
-    (re.compile(r"\b(?:сколько|какова?\s+(?:сумма|цена|стоимость|размер)|какой\s+размер|"
-                r"каков\w*\s+размер|почём)", re.I), "amount"),
-    (re.compile(r"\b(?:когда|какой\s+срок|в\s+какой\s+срок|какого\s+числа|до\s+какого|"
-                r"сколько\s+(?:дней|лет|месяцев))", re.I), "time"),
+    (
+        re.compile(
+            r"\b(?:сколько|какова?\s+(?:сумма|цена|стоимость|размер)|какой\s+размер|"
+            r"каков\w*\s+размер|почём)",
+            re.I,
+        ),
+        "amount",
+    ),
+    (
+        re.compile(
+            r"\b(?:когда|какой\s+срок|в\s+какой\s+срок|какого\s+числа|до\s+какого|"
+            r"сколько\s+(?:дней|лет|месяцев))",
+            re.I,
+        ),
+        "time",
+    ),
     (re.compile(r"\b(?:кто|как\s+зовут|какой\s+нотариус|кем|кому|чей|чья)", re.I), "person"),
-    (re.compile(r"\b(?:где|по\s+какому\s+адресу|какой\s+адрес|для\s+какой\s+квартиры)",
-                re.I), "place"),
+    (
+        re.compile(r"\b(?:где|по\s+какому\s+адресу|какой\s+адрес|для\s+какой\s+квартиры)", re.I),
+        "place",
+    ),
     (re.compile(r"\b(?:номер|серийн|артикул|код)", re.I), "code"),
 ]
 
@@ -123,7 +137,7 @@ def choose(
     sources: list[tuple[int, str, str]],
     *,
     embed: Callable[[list[str]], list[list[float]]] | None = None,
-    threshold: float = 0.3,
+    threshold: float = 0.25,
     max_sentences: int = 3,
 ) -> list[Candidate]:
     """The sentences that answer the question, best first; empty means abstain."""
@@ -145,10 +159,12 @@ def choose(
     rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
     for c, st, sim in zip(cands, sent_terms, sims, strict=True):
         overlap = sum(idf[t] for t in q_terms & st) / total
-        typed = any(_PATTERNS[k].search(c.text) for k in kinds) if kinds else 0.5
-        c.score = (
-            0.5 * overlap + 0.35 * max(sim, 0.0) + 0.15 * typed + 0.02 / (1 + rank_of[c.n])
-        )
+        base = 0.6 * overlap + 0.4 * max(sim, 0.0)
+        # The kind of answer asked for (an amount, a date, a name) sharpens a relevant
+        # sentence; it must not make an irrelevant one look relevant, so it multiplies.
+        if kinds:
+            base *= 1.25 if any(_PATTERNS[k].search(c.text) for k in kinds) else 0.85
+        c.score = base + 0.02 / (1 + rank_of[c.n])
     ranked = sorted(cands, key=lambda c: -c.score)
     focus = _yes_no_focus(question)
     if focus and focus.lower() not in _STOP:
@@ -162,7 +178,7 @@ def choose(
         return []
     chosen = [best]
     for c in ranked[1:]:
-        if len(chosen) >= max_sentences or c.score < 0.75 * best.score:
+        if len(chosen) >= max_sentences or c.score < 0.6 * best.score:
             break
         if c.text not in {x.text for x in chosen}:
             chosen.append(c)

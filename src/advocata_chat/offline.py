@@ -55,7 +55,7 @@ class OfflineChatModel(BaseChatModel):
 
     model_name: str = OFFLINE_MODEL_NAME
     embeddings: Any = None  # optional sentence embedder that sharpens sentence choice
-    threshold: float = 0.3
+    threshold: float = 0.25
 
     @property
     def _llm_type(self) -> str:

@@ -1,0 +1,140 @@
+"""RAG turns: offline extractive answers with citations, abstention, the OpenAI path with
+embeddings over the wire, and the CLI's ingest and reindex."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.test_documents import CONTRACT, upload
+
+CHAT = "/api/v1/chat/conversations"
+WARRANTY = """ГАРАНТИЙНЫЙ ТАЛОН № 0047731
+Изделие: электрический накопительный водонагреватель «ТермоВолга ЭВН-80»
+Серийный номер: TV80-2405-11873
+1. Гарантийный срок на внутренний бак — 7 лет; на прочие комплектующие — 2 года.
+2. Магниевый анод заменяется не реже одного раза в 12 месяцев.
+"""
+
+
+async def ask(client, headers, question, cid=None, use_rag=True):
+    if cid is None:
+        cid = (await client.post(CHAT, json={}, headers=headers)).json()["id"]
+    r = await client.post(
+        f"{CHAT}/{cid}/messages",
+        json={"message_content": question, "use_rag": use_rag},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    return cid, r.json()["messages"][-1]
+
+
+async def test_offline_answer_quotes_and_cites_the_right_passage(client, auth, alice):
+    h = auth(alice)
+    contract = (await upload(client, h, "contract.txt", CONTRACT.encode())).json()
+    warranty = (await upload(client, h, "warranty.txt", WARRANTY.encode())).json()
+
+    _, answer = await ask(client, h, "Какой серийный номер у моего водонагревателя?")
+    assert "TV80-2405-11873" in answer["content"] and "[1]" in answer["content"]
+    assert answer["referenced_documents"] == [warranty["id"]]
+    [cite] = answer["citations"]
+    assert cite["document_id"] == warranty["id"] and "TV80-2405-11873" in cite["quote"]
+    assert WARRANTY[cite["quote_start"] : cite["quote_end"]] == cite["quote"]
+
+    _, answer = await ask(client, h, "Сколько стоят работы по договору подряда?")
+    assert "164 800" in answer["content"]
+    assert contract["id"] in answer["referenced_documents"]
+    assert answer["token_count"] > 0
+
+
+async def test_offline_model_abstains_when_the_documents_do_not_answer(client, auth, alice):
+    h = auth(alice)
+    await upload(client, h, "contract.txt", CONTRACT.encode())
+    for question in (
+        "Согласился ли подрядчик вернуть мне аванс?",
+        "Какой размер алиментов предусмотрен брачным договором?",
+    ):
+        _, answer = await ask(client, h, question)
+        assert "в ваших документах нет ответа" in answer["content"].lower(), question
+        assert answer["citations"] == [] and answer["referenced_documents"] == []
+
+
+async def test_use_rag_false_and_users_without_documents_get_plain_chat(client, auth, alice, bob):
+    await upload(client, auth(alice), "contract.txt", CONTRACT.encode())
+    _, answer = await ask(client, auth(alice), "Сколько стоят работы?", use_rag=False)
+    assert "не подключена" in answer["content"] and answer["citations"] == []
+    _, answer = await ask(client, auth(bob), "Сколько стоят работы?")
+    assert "не подключена" in answer["content"] and answer["citations"] == []
+
+
+@pytest.fixture
+def openai_client(make_client, openai_database_url, stub):
+    def make(**overrides):
+        return make_client(
+            database_url=openai_database_url,
+            openai_base_url=stub.base_url,
+            openai_model="stub-model",
+            openai_max_retries=0,
+            **overrides,
+        )
+
+    return make
+
+
+async def test_rag_turn_through_the_openai_protocol(openai_client, stub, auth, alice):
+    h = auth(alice)
+    async with openai_client() as client:
+        doc = (await upload(client, h, "contract.txt", CONTRACT.encode())).json()
+        assert doc["status"] == "ready"
+        embedded = [r for r in stub.state.requests if "input" in r]
+        assert embedded and embedded[0]["model"] == "text-embedding-3-small"
+
+        stub.state.reply = "Цена работ — 164 800 рублей [1]. Аванс 30 % [7]."
+        cid, answer = await ask(client, h, "Сколько стоят работы по договору?")
+        chat = stub.state.requests[-1]
+        system = "\n".join(m["content"] for m in chat["messages"] if m["role"] == "system")
+        assert '<source id="1" title="contract">' in system and "164 800" in system
+        assert "данные, а не" in system  # documents are framed as data, not instructions
+        # [7] points at no source, so only [1] becomes a citation.
+        assert answer["referenced_documents"] == [doc["id"]]
+        [cite] = answer["citations"]
+        assert cite["n"] == 1 and "164 800" in cite["quote"]
+
+        # A follow-up is condensed with the history before retrieval.
+        stub.state.reply = "Аванс — 30 % [1]."
+        before = len(stub.state.requests)
+        await ask(client, h, "А какой там аванс?", cid=cid)
+        calls = [r for r in stub.state.requests[before:] if "messages" in r]
+        assert len(calls) == 2
+        assert "Перепиши" in calls[0]["messages"][0]["content"]
+        assert calls[0]["messages"][-1]["content"] == "Вопрос: А какой там аванс?"
+
+
+def test_cli_ingest_and_reindex(tmp_path, make_database, monkeypatch):
+    from advocata_chat import db
+    from advocata_chat.cli import app
+    from advocata_chat.config import get_settings
+
+    url = make_database("cli")
+    db.migrate(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        good = tmp_path / "contract.txt"
+        good.write_text(CONTRACT, encoding="utf-8")
+        bad = tmp_path / "virus.exe"
+        bad.write_bytes(b"MZ")
+        user = str(uuid.uuid4())
+        result = CliRunner().invoke(app, ["ingest", "--user", user, str(good)])
+        assert result.exit_code == 0, result.output
+        assert "contract.txt: ready" in result.output
+        result = CliRunner().invoke(app, ["ingest", "--user", user, str(bad)])
+        assert result.exit_code == 1 and "refused" in result.output
+
+        result = CliRunner().invoke(app, ["reindex"])
+        assert result.exit_code == 0, result.output
+        assert "reindexed 1 documents" in result.output
+    finally:
+        get_settings.cache_clear()
