@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from advocata_chat import conversations, turns
 from advocata_chat.deps import CurrentUser, RuntimeDep
@@ -20,6 +21,7 @@ from advocata_chat.schemas import (
     TokenStats,
     UpdateConversation,
 )
+from advocata_chat.streaming import sse_stream
 
 _errors = {
     code: {"model": ErrorBody}
@@ -90,9 +92,18 @@ async def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, rt:
     responses=_turn_errors,
 )
 async def send_message(
-    conversation_id: uuid.UUID, body: SendMessage, user: CurrentUser, rt: RuntimeDep
+    conversation_id: uuid.UUID,
+    body: SendMessage,
+    user: CurrentUser,
+    rt: RuntimeDep,
+    request: Request,
 ):
+    """Send a message and get the whole conversation with the answer. With
+    `Accept: text/event-stream`, the answer streams as Server-Sent Events instead, with the
+    WebSocket's frames (`message_received`, `sources`, `token`, `message` or `error`)."""
     content = conversations.check_message(rt.settings, body.message_content)
+    if _wants_sse(request):
+        return await _sse(request, rt, user, conversation_id, content, body.use_rag)
     await turns.run_turn(
         rt, user_id=user, conversation_id=conversation_id, content=content, use_rag=body.use_rag
     )
@@ -109,13 +120,43 @@ async def send_message(
     "retry after a model failure. 409 when there is nothing to answer.",
 )
 async def reply(
-    conversation_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep, body: Reply | None = None
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    rt: RuntimeDep,
+    request: Request,
+    body: Reply | None = None,
 ):
     use_rag = body.use_rag if body else True
+    if _wants_sse(request):
+        return await _sse(request, rt, user, conversation_id, None, use_rag)
     await turns.run_turn(
         rt, user_id=user, conversation_id=conversation_id, content=None, use_rag=use_rag
     )
     return await conversations.get(rt.sessions, user_id=user, conversation_id=conversation_id)
+
+
+def _wants_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def _sse(request, rt, user, conversation_id, content, use_rag) -> StreamingResponse:
+    # Ownership is checked before the stream starts, so a 404 is still a plain 404.
+    await conversations.get(
+        rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
+    )
+    events = sse_stream(
+        rt,
+        request.app.state.hub,
+        user_id=user,
+        conversation_id=conversation_id,
+        content=content,
+        use_rag=use_rag,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/stats/tokens", response_model=TokenStats)

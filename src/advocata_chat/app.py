@@ -10,9 +10,10 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, documents
+from advocata_chat import api, api_documents, db, documents, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers
+from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
 
 
@@ -50,12 +51,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
-        await documents.resume_stale(app.state.runtime)
+        rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
+        app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        await app.state.hub.start()
+        await documents.resume_stale(rt)
         try:
             yield
         finally:
-            await app.state.runtime.close()
+            await app.state.hub.stop()
+            await rt.close()
 
     app = FastAPI(
         title="Advocata Chat",
@@ -71,6 +75,7 @@ def create_app(
     )
     app.include_router(api.router)
     app.include_router(api_documents.router)
+    app.include_router(ws.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -44,6 +44,11 @@ def async_url(url: str) -> str:
     raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got {url.split(':', 1)[0]}://…")
 
 
+def psycopg_conninfo(url: str) -> str:
+    """A URL plain psycopg accepts (no SQLAlchemy dialect suffix)."""
+    return async_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return async_url(settings.database_url)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from sqlalchemy import select, update
 
 from advocata_chat.citations import extract_citations
@@ -32,6 +32,7 @@ from advocata_chat.models import (
 )
 from advocata_chat.retrieval import UserRetriever
 from advocata_chat.runtime import Runtime
+from advocata_chat.schemas import MessageOut
 from advocata_chat.tokens import count_tokens
 from chains.chat import build_chat_chain
 from chains.condense import build_condense_chain
@@ -55,6 +56,36 @@ class TurnResult:
     user_message: Message
     answer: Message
     sources: list[dict]
+
+
+Emit = Callable[[dict], Awaitable[None]]
+
+
+class TokenEmitter(AsyncCallbackHandler):
+    """Sends each new token of the answer model as a `token` frame.
+
+    Only runs tagged `answer` count: the condense step's tokens are not the answer.
+    """
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+
+    async def on_llm_new_token(self, token: str, *, tags: list[str] | None = None, **kw) -> None:
+        if token and tags and "answer" in tags:
+            await self.emit({"type": "token", "delta": token})
+
+
+def message_json(msg: Message) -> dict:
+    return MessageOut.model_validate(msg).model_dump(mode="json")
+
+
+def final_frame(msg: Message) -> dict:
+    """The seed's final `message` frame."""
+    return {
+        "type": "message",
+        "message": message_json(msg),
+        "conversation": getattr(msg, "conversation_totals", None),
+    }
 
 
 def public_source(source: dict) -> dict:
@@ -161,7 +192,7 @@ async def _store_answer(
     )
     async with rt.sessions.begin() as s:
         s.add(msg)
-        await s.execute(
+        totals = await s.execute(
             update(Conversation)
             .where(Conversation.id == conversation_id)
             .values(
@@ -172,7 +203,10 @@ async def _store_answer(
                 last_message_preview=preview(text),
                 turn_lock_until=None,
             )
+            .returning(Conversation.total_tokens, Conversation.messages_count)
         )
+        tokens, count = totals.one()
+    msg.conversation_totals = {"total_tokens": tokens, "messages_count": count}
     return msg
 
 
@@ -242,15 +276,21 @@ async def run_turn(
     content: str | None,
     use_rag: bool = True,
     callbacks: Sequence[BaseCallbackHandler] = (),
-    on_user_message: Callable[[Message], Awaitable[None]] | None = None,
-    on_sources: Callable[[list[dict]], Awaitable[None]] | None = None,
+    emit: Emit | None = None,
 ) -> TurnResult:
-    """Answer `content` (or, when None, the pending last user message) in the conversation."""
+    """Answer `content` (or, when None, the pending last user message) in the conversation.
+
+    With `emit`, the turn reports its progress as WebSocket frames: `message_received`,
+    `sources`, `token` (through a LangChain callback on the answer model), and the final
+    `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
+    """
     user_msg = await _begin(rt, user_id=user_id, conversation_id=conversation_id, content=content)
     released = False
+    if emit:
+        callbacks = [*callbacks, TokenEmitter(emit)]
     try:
-        if on_user_message:
-            await on_user_message(user_msg)
+        if emit:
+            await emit({"type": "message_received", "message": message_json(user_msg)})
         history = PostgresChatHistory(
             rt.sessions,
             conversation_id,
@@ -268,16 +308,36 @@ async def run_turn(
                 async for chunk in _rag_chain(rt, user_id).astream(inputs, config=config):
                     if "packed" in chunk:
                         sources = chunk["packed"]["sources"]
-                        if on_sources:
-                            await on_sources([public_source(s) for s in sources])
+                        if emit:
+                            await emit(
+                                {"type": "sources", "sources": [public_source(x) for x in sources]}
+                            )
                     if "answer" in chunk:
                         parts.append(chunk["answer"].text)
             else:
-                if on_sources:
-                    await on_sources([])
+                if emit:
+                    await emit({"type": "sources", "sources": []})
                 chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
                 async for chunk in chain.astream(inputs, config=config):
                     parts.append(chunk.text)
+        except asyncio.CancelledError:
+            # The user pressed stop: keep what was generated, marked as interrupted.
+            stored = None
+            if parts:
+                stored = await _store_answer(
+                    rt,
+                    conversation_id=conversation_id,
+                    text="".join(parts),
+                    status=MessageStatus.interrupted,
+                    tracker=tracker,
+                    sources=sources,
+                )
+                released = True
+            if emit:
+                if stored is not None:
+                    await emit(final_frame(stored))
+                await emit({"type": "cancelled", "message_id": stored and str(stored.id)})
+            raise
         except Exception as exc:
             if parts:  # keep what was generated, marked as failed
                 await _store_answer(
@@ -304,6 +364,8 @@ async def run_turn(
             sources=sources,
         )
         released = True
+        if emit:
+            await emit(final_frame(answer))
         return TurnResult(user_message=user_msg, answer=answer, sources=sources)
     finally:
         if not released:

@@ -1,0 +1,140 @@
+"""The chat WebSocket: the seed's protocol plus streaming frames.
+
+Close codes: 4401 authentication failed, 4404 no such conversation (or not yours), 4400
+user_id in the URL does not match the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketState
+
+from advocata_chat import conversations
+from advocata_chat.auth import bearer_token, decode_token
+from advocata_chat.errors import AppError, ConversationNotFound, InvalidInput, Unauthorized
+from advocata_chat.hub import dumps
+from advocata_chat.streaming import error_frame, start_turn
+
+router = APIRouter()
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+
+
+class UserMismatch(AppError):
+    status_code = 400
+    code = "user_mismatch"
+
+
+async def _authenticate(ws: WebSocket) -> uuid.UUID:
+    rt = ws.app.state.runtime
+    token = ws.query_params.get("token")
+    if not token:
+        token = bearer_token(ws.headers.get("authorization"))
+    user = decode_token(rt.settings, token)
+    claimed = ws.query_params.get("user_id")
+    if claimed is not None and claimed != str(user):
+        # The seed's ?user_id= never authenticates; it may only repeat the token's subject.
+        raise UserMismatch("user_id does not match the token's subject")
+    return user
+
+
+@router.websocket("/ws/chat/{conversation_id}")
+async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
+    rt, hub = ws.app.state.runtime, ws.app.state.hub
+    await ws.accept()
+    try:
+        user = await _authenticate(ws)
+        try:
+            cid = uuid.UUID(conversation_id)
+        except ValueError:
+            raise ConversationNotFound() from None
+        await conversations.get(
+            rt.sessions, user_id=user, conversation_id=cid, include_messages=False
+        )
+    except AppError as exc:
+        code = {Unauthorized: CLOSE_UNAUTHORIZED, UserMismatch: CLOSE_BAD_REQUEST}.get(
+            type(exc), CLOSE_NOT_FOUND
+        )
+        await ws.send_text(dumps(error_frame(exc)))
+        await ws.close(code=code, reason=exc.message[:120])
+        return
+
+    # One writer per socket: hub events and direct replies share this queue.
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+    hub.subscribe(cid, outbox)
+    outbox.put_nowait(
+        dumps({"type": "connected", "conversation_id": str(cid), "message": "Connected to chat"})
+    )
+    writer = asyncio.create_task(_write(ws, outbox))
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text")
+            if raw is None:
+                raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+            frame = _handle(ws, rt, hub, user, cid, raw)
+            if frame is not None:
+                outbox.put_nowait(dumps(frame))
+    finally:
+        hub.unsubscribe(cid, outbox)
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+
+
+async def _write(ws: WebSocket, outbox: asyncio.Queue[str]) -> None:
+    with contextlib.suppress(Exception):
+        while ws.application_state == WebSocketState.CONNECTED:
+            await ws.send_text(await outbox.get())
+
+
+def _bad(message: str, code: str) -> dict:
+    return {"type": "error", "error": message, "code": code}
+
+
+def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | None:
+    """Act on one client frame; return a frame for this socket only, if any."""
+    if len(raw.encode()) > rt.settings.max_ws_frame_bytes:
+        return _bad(
+            f"Frame is over the {rt.settings.max_ws_frame_bytes}-byte limit", "frame_too_large"
+        )
+    try:
+        frame = json.loads(raw)
+    except json.JSONDecodeError:
+        return _bad("Frame is not valid JSON", "invalid_json")
+    if not isinstance(frame, dict):
+        return _bad("Frame must be a JSON object", "invalid_frame")
+    kind = frame.get("type")
+    use_rag = frame.get("use_rag", True)
+    if not isinstance(use_rag, bool):
+        return _bad("use_rag must be true or false", "validation_error")
+    if kind == "message":
+        content = frame.get("content")
+        if not isinstance(content, str):
+            return _bad("A message frame needs a string 'content'", "validation_error")
+        try:
+            content = conversations.check_message(rt.settings, content, field="content")
+        except InvalidInput as exc:
+            return error_frame(exc)
+        start_turn(rt, hub, user_id=user, conversation_id=cid, content=content, use_rag=use_rag)
+    elif kind == "reply":
+        start_turn(rt, hub, user_id=user, conversation_id=cid, content=None, use_rag=use_rag)
+    elif kind == "cancel":
+        asyncio.get_running_loop().create_task(hub.cancel(cid))
+    elif kind == "ping":
+        return {"type": "pong"}
+    else:
+        return _bad(
+            f"Unknown frame type {kind!r}; expected message, reply, cancel or ping",
+            "unknown_frame",
+        )
+    return None
