@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 import psycopg
 import pytest
+from httpx_ws.transport import ASGIWebSocketTransport
 from langchain_core.language_models import BaseChatModel
 from sqlalchemy import make_url
 
@@ -85,11 +86,13 @@ def settings(make_settings) -> Settings:
 def make_client(make_settings):
     @asynccontextmanager
     async def make(
-        *, llm: BaseChatModel | None = None, **overrides
+        *, llm: BaseChatModel | None = None, ws: bool = True, **overrides
     ) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(make_settings(**overrides), llm=llm)
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
+            # httpx-ws's transport speaks WebSocket as well as HTTP, but its task group must
+            # be entered and left in one task, which an async fixture's teardown is not.
+            transport = ASGIWebSocketTransport(app=app) if ws else httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 client.app = app  # type: ignore[attr-defined]
                 yield client
@@ -99,7 +102,7 @@ def make_client(make_settings):
 
 @pytest.fixture
 async def client(make_client) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client() as c:
+    async with make_client(ws=False) as c:
         yield c
 
 
