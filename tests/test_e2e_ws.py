@@ -155,3 +155,16 @@ async def test_disconnect_mid_stream_still_stores_the_whole_answer(
         await asyncio.sleep(0.2)
     assert messages[-1]["content"] == openai_stub.state.reply
     assert messages[-1]["status"] == "complete" and messages[-1]["token_count"] == 18
+
+
+def test_tokens_in_socket_urls_are_not_logged():
+    import logging
+
+    from advocata_chat.app import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, "", 0, '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/ws/chat/abc?token=eyJ.secret.sig&user_id=1"), None,
+    )
+    RedactTokens().filter(record)
+    assert "eyJ" not in record.getMessage() and "token=[redacted]&user_id=1" in record.getMessage()

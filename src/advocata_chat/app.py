@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +17,27 @@ from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
+
+
+class RedactTokens(logging.Filter):
+    """Keep JWTs passed as `?token=` (WebSocket) out of the access and connection logs."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 class BodySizeLimit:
@@ -51,6 +74,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_log_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
         app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
         await app.state.hub.start()
