@@ -28,6 +28,7 @@ def build_rag_chain(
     answer_inputs = {
         "history": itemgetter("history"),
         "question": itemgetter("question"),
+        "instructions": lambda x: x.get("instructions") or [],
         "context": lambda x: x["packed"]["context"],
     }
     return (

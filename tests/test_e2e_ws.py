@@ -120,7 +120,7 @@ async def test_two_messages_at_once_are_answered_one_after_the_other(servers, se
 async def test_cancel_through_chatopenai_streaming(stub_server, openai_stub, settings):
     openai_stub.reset()
     openai_stub.state.mode = "slow"
-    openai_stub.state.reply = " ".join(f"слово{i}" for i in range(300))
+    openai_stub.state.reply = " ".join(f"слово{i}" for i in range(1500))
     cid, headers, ws_url = session(stub_server, settings)
     async with websockets.connect(ws_url) as ws:
         await ws.recv()
@@ -163,8 +163,13 @@ def test_tokens_in_socket_urls_are_not_logged():
     from advocata_chat.app import RedactTokens
 
     record = logging.LogRecord(
-        "uvicorn.error", logging.INFO, "", 0, '%s - "WebSocket %s" [accepted]',
-        ("127.0.0.1:5", "/ws/chat/abc?token=eyJ.secret.sig&user_id=1"), None,
+        "uvicorn.error",
+        logging.INFO,
+        "",
+        0,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/ws/chat/abc?token=eyJ.secret.sig&user_id=1"),
+        None,
     )
     RedactTokens().filter(record)
     assert "eyJ" not in record.getMessage() and "token=[redacted]&user_id=1" in record.getMessage()

@@ -15,9 +15,11 @@ PROMPTS = PROJECT_ROOT / "prompts"
 # What each chain passes to its prompt. A new prompt file must be listed here.
 CHAIN_INPUTS = {
     "system": set(),
-    "chat": {"history", "question"},
+    "chat": {"history", "instructions", "question"},
     "condense": {"history", "question"},
-    "answer": {"context", "history", "question"},
+    "answer": {"context", "history", "instructions", "question"},
+    "title": {"question", "answer"},
+    "instructions": {"instructions"},
 }
 
 
@@ -78,6 +80,7 @@ async def test_the_chains_fill_every_variable_of_their_prompts():
     from chains.chat import build_chat_chain
     from chains.condense import build_condense_chain
     from chains.rag import build_rag_chain
+    from chains.title import build_title_chain
 
     prompts = load_prompts(PROMPTS)
     llm = FakeListChatModel(responses=["переписанный вопрос", "ответ [1]", "ответ"])
@@ -95,4 +98,8 @@ async def test_the_chains_fill_every_variable_of_their_prompts():
     assert out["answer"].text == "ответ [1]"
     assert '<source id="1" title="Договор">' in out["packed"]["context"]
     chat = build_chat_chain(llm=llm, prompt=prompts["chat"].template)
-    assert (await chat.ainvoke({"history": [], "question": "Привет"})).text == "ответ"
+    extra = prompts["instructions"].template.format_messages(instructions="Пиши кратко.")
+    assert (await chat.ainvoke({"history": [], "question": "Привет", "instructions": extra})).text
+    title = build_title_chain(llm=FakeListChatModel(responses=["ДТП без ОСАГО"]),
+                              prompt=prompts["title"].template)
+    assert await title.ainvoke({"question": "вопрос", "answer": "ответ"}) == "ДТП без ОСАГО"

@@ -21,7 +21,7 @@ WARRANTY = """ГАРАНТИЙНЫЙ ТАЛОН № 0047731
 
 async def ask(client, headers, question, cid=None, use_rag=True):
     if cid is None:
-        cid = (await client.post(CHAT, json={}, headers=headers)).json()["id"]
+        cid = (await client.post(CHAT, json={"title": "t"}, headers=headers)).json()["id"]
     r = await client.post(
         f"{CHAT}/{cid}/messages",
         json={"message_content": question, "use_rag": use_rag},

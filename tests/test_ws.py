@@ -206,7 +206,7 @@ async def test_cancel_stores_the_partial_answer_as_interrupted(
     stub_client, stub, auth, token, alice
 ):
     stub.state.mode = "slow"
-    stub.state.reply = " ".join(f"слово{i}" for i in range(300))
+    stub.state.reply = " ".join(f"слово{i}" for i in range(1500))
     async with stub_client() as client:
         cid = await new_conversation(client, auth(alice))
         async with aconnect_ws(url(cid, token(alice)), client) as ws:

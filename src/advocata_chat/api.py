@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from advocata_chat import conversations, turns
-from advocata_chat.deps import CurrentUser, RuntimeDep
+from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
 from advocata_chat.models import ConversationStatus
 from advocata_chat.schemas import (
     ConversationOut,
@@ -39,7 +39,9 @@ router = APIRouter(prefix="/api/v1/chat", tags=["chat"], responses=_errors)
 
 @router.post("/conversations", status_code=201, response_model=ConversationOut)
 async def create_conversation(body: CreateConversation, user: CurrentUser, rt: RuntimeDep):
-    return await conversations.create(rt.sessions, settings=rt.settings, user_id=user, data=body)
+    return await conversations.create(
+        rt.sessions, settings=rt.settings, user_id=user, data=body, templates=rt.templates
+    )
 
 
 @router.get("/conversations", response_model=ConversationPage)
@@ -57,13 +59,22 @@ async def list_conversations(
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
 async def get_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep, include_messages: bool = True
+    conversation_id: uuid.UUID,
+    who: CurrentPrincipal,
+    rt: RuntimeDep,
+    include_messages: bool = True,
+    include_superseded: Annotated[
+        bool, Query(description="Also return versions replaced by regenerate or edit")
+    ] = False,
 ):
+    """The owner's conversation, or one shared with the caller if they are a lawyer."""
     return await conversations.get(
         rt.sessions,
-        user_id=user,
+        user_id=who.user_id,
         conversation_id=conversation_id,
         include_messages=include_messages,
+        include_superseded=include_superseded,
+        lawyer=who.lawyer,
     )
 
 
@@ -139,7 +150,9 @@ def _wants_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-async def _sse(request, rt, user, conversation_id, content, use_rag) -> StreamingResponse:
+async def _sse(
+    request, rt, user, conversation_id, content, use_rag, mode: str = "send"
+) -> StreamingResponse:
     # Ownership is checked before the stream starts, so a 404 is still a plain 404.
     await conversations.get(
         rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
@@ -151,6 +164,7 @@ async def _sse(request, rt, user, conversation_id, content, use_rag) -> Streamin
         conversation_id=conversation_id,
         content=content,
         use_rag=use_rag,
+        mode=mode,
     )
     return StreamingResponse(
         events,

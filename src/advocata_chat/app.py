@@ -12,7 +12,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, db, documents, ws
+from advocata_chat import api, api_documents, api_roadmap, db, documents, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers
 from advocata_chat.hub import Hub
@@ -98,6 +98,7 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(api.router)
+    app.include_router(api_roadmap.router)
     app.include_router(api_documents.router)
     app.include_router(ws.router)
 

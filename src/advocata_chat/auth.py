@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import jwt
 
@@ -30,8 +31,23 @@ def mint_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    role: str | None  # the `role` claim, e.g. "lawyer"
+
+    @property
+    def lawyer(self) -> bool:
+        return self.role == "lawyer"
+
+
 def decode_token(settings: Settings, token: str) -> uuid.UUID:
     """Return the user id (`sub`) of a valid token, or raise Unauthorized."""
+    return decode_principal(settings, token).user_id
+
+
+def decode_principal(settings: Settings, token: str) -> Principal:
+    """The user and role of a valid token, or raise Unauthorized."""
     try:
         alg = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError:
@@ -58,9 +74,11 @@ def decode_token(settings: Settings, token: str) -> uuid.UUID:
     except jwt.PyJWTError:
         raise Unauthorized("Invalid token") from None
     try:
-        return uuid.UUID(str(claims["sub"]))
+        user_id = uuid.UUID(str(claims["sub"]))
     except ValueError:
         raise Unauthorized("Token subject is not a user id") from None
+    role = claims.get("role")
+    return Principal(user_id=user_id, role=role if isinstance(role, str) else None)
 
 
 def bearer_token(authorization: str | None) -> str:

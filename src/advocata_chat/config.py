@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 20_000_000
     max_message_chars: int = 8000
     max_title_chars: int = 200
+    max_instructions_chars: int = 2000
     max_ws_frame_bytes: int = 64_000
     turn_wait_seconds: float = 30.0  # how long a send waits for the previous turn to finish
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from advocata_chat.config import Settings
 from advocata_chat.errors import ConversationNotFound, InvalidInput
 from advocata_chat.history import preview
-from advocata_chat.models import Conversation, ConversationStatus, Message, Role, utcnow
+from advocata_chat.models import (
+    Conversation,
+    ConversationStatus,
+    Message,
+    Role,
+    Share,
+    utcnow,
+)
 from advocata_chat.schemas import (
     ConversationOut,
     ConversationPage,
@@ -20,6 +27,7 @@ from advocata_chat.schemas import (
     TokenStats,
     UpdateConversation,
 )
+from advocata_chat.templates import Template
 
 
 def check_message(settings: Settings, text: str, *, field: str = "message_content") -> str:
@@ -33,6 +41,17 @@ def check_message(settings: Settings, text: str, *, field: str = "message_conten
             detail=[{"loc": ["body", field], "limit": settings.max_message_chars}],
         )
     return text
+
+
+def check_instructions(settings: Settings, text: str | None) -> str | None:
+    if text is None:
+        return None
+    if len(text) > settings.max_instructions_chars:
+        raise InvalidInput(
+            f"Instructions are too long: the limit is {settings.max_instructions_chars} characters",
+            detail=[{"loc": ["body", "instructions"], "limit": settings.max_instructions_chars}],
+        )
+    return text.strip() or None
 
 
 def check_title(settings: Settings, title: str | None) -> str | None:
@@ -59,9 +78,31 @@ async def owned(
     return conv
 
 
-async def _messages(s: AsyncSession, conversation_id: uuid.UUID) -> list[Message]:
-    query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
-    return list(await s.scalars(query))
+async def readable(
+    s: AsyncSession, *, user_id: uuid.UUID, conversation_id: uuid.UUID, lawyer: bool = False
+) -> Conversation:
+    """The user's conversation, or one shared with them when they are a lawyer; else 404."""
+    allowed = Conversation.user_id == user_id
+    if lawyer:
+        shared = select(Share.conversation_id).where(
+            Share.conversation_id == Conversation.id, Share.grantee_id == user_id
+        )
+        # A lawyer never sees what the owner deleted.
+        visible = Conversation.status != ConversationStatus.deleted
+        allowed = or_(allowed, and_(shared.exists(), visible))
+    conv = await s.scalar(select(Conversation).where(Conversation.id == conversation_id, allowed))
+    if conv is None:
+        raise ConversationNotFound()
+    return conv
+
+
+async def messages_of(
+    s: AsyncSession, conversation_id: uuid.UUID, *, superseded: bool = False
+) -> list[Message]:
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if not superseded:
+        query = query.where(Message.superseded_at.is_(None))
+    return list(await s.scalars(query.order_by(Message.seq)))
 
 
 def _out(conv: Conversation, messages: list[Message]) -> ConversationOut:
@@ -75,20 +116,32 @@ async def create(
     settings: Settings,
     user_id: uuid.UUID,
     data: CreateConversation,
+    templates: dict[str, Template] | None = None,
 ) -> ConversationOut:
-    text = (
-        check_message(settings, data.initial_message, field="initial_message")
-        if (data.initial_message is not None)
-        else None
-    )
+    text = None
+    if data.initial_message is not None:
+        text = check_message(settings, data.initial_message, field="initial_message")
+    title = check_title(settings, data.title)
+    if data.template_id is not None:
+        template = (templates or {}).get(data.template_id)
+        if template is None:
+            raise InvalidInput(
+                f"Unknown template_id {data.template_id!r}; see GET /api/v1/chat/templates",
+                detail=[{"loc": ["body", "template_id"], "known": sorted(templates or {})}],
+            )
+        title = title or template.title
     now = utcnow()
     conv = Conversation(
         id=uuid.uuid4(),
         user_id=user_id,
-        title=check_title(settings, data.title),
+        title=title,
         status=ConversationStatus.active,
         total_tokens=0,
         messages_count=0,
+        template_id=data.template_id,
+        instructions=check_instructions(settings, data.instructions),
+        # An untitled conversation is named by the title chain after its first answer.
+        title_auto=title is None,
         created_at=now,
         updated_at=now,
         last_message_at=now,
@@ -112,10 +165,14 @@ async def get(
     user_id: uuid.UUID,
     conversation_id: uuid.UUID,
     include_messages: bool = True,
+    include_superseded: bool = False,
+    lawyer: bool = False,
 ) -> ConversationOut:
     async with sessions() as s:
-        conv = await owned(s, user_id=user_id, conversation_id=conversation_id)
-        messages = await _messages(s, conv.id) if include_messages else []
+        conv = await readable(s, user_id=user_id, conversation_id=conversation_id, lawyer=lawyer)
+        messages = []
+        if include_messages:
+            messages = await messages_of(s, conv.id, superseded=include_superseded)
     return _out(conv, messages)
 
 
@@ -163,6 +220,9 @@ async def update(
         conv = await owned(s, user_id=user_id, conversation_id=conversation_id, for_update=True)
         if data.title is not None:
             conv.title = check_title(settings, data.title)
+            conv.title_auto = False  # the user named it; the title chain leaves it alone
+        if data.instructions is not None:
+            conv.instructions = check_instructions(settings, data.instructions)
         if data.status is not None:
             conv.status = data.status
         conv.updated_at = utcnow()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from advocata_chat.auth import decode_token
+from advocata_chat.auth import Principal, decode_principal
 from advocata_chat.errors import Unauthorized
 from advocata_chat.runtime import Runtime
 
@@ -22,13 +22,18 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def current_user(
+def current_principal(
     rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> uuid.UUID:
+) -> Principal:
     if credentials is None:
         raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'")
-    return decode_token(rt.settings, credentials.credentials)
+    return decode_principal(rt.settings, credentials.credentials)
 
 
+def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> uuid.UUID:
+    return principal.user_id
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentUser = Annotated[uuid.UUID, Depends(current_user)]

@@ -49,7 +49,10 @@ class PostgresChatHistory(BaseChatMessageHistory):
     async def aget_messages(self) -> list[BaseMessage]:
         query = (
             select(Message.role, Message.content)
-            .where(Message.conversation_id == self.conversation_id)
+            .where(
+                Message.conversation_id == self.conversation_id,
+                Message.superseded_at.is_(None),  # replaced by a regenerated or edited version
+            )
             .order_by(Message.seq.desc())
             .limit(self.max_messages)
         )

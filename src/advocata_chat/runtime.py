@@ -18,6 +18,7 @@ from advocata_chat.offline import OfflineChatModel
 from advocata_chat.prompts import Prompt, load_prompts
 from advocata_chat.retrieval import SearchParams
 from advocata_chat.store import open_store
+from advocata_chat.templates import Template, load_templates
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Runtime:
     embedding_model: str
     store: PGVectorStore
     search: SearchParams
+    templates: dict[str, Template] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     @property
@@ -56,6 +58,7 @@ async def start_runtime(
 ) -> Runtime:
     # Prompts first: a broken prompt file should stop the start before anything else.
     prompts = load_prompts(settings.prompts_dir)
+    templates = load_templates(settings.prompts_dir / "templates")
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
@@ -77,6 +80,7 @@ async def start_runtime(
         sessions=db.make_sessions(engine),
         llm=llm,
         prompts=prompts,
+        templates=templates,
         embeddings=embedder,
         embedding_model=model,
         store=store,

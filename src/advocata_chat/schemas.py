@@ -16,6 +16,10 @@ class CreateConversation(BaseModel):
         None, description="First user message; answer it with POST .../reply"
     )
     title: NonBlank | None = None
+    template_id: str | None = Field(None, description="See GET /api/v1/chat/templates")
+    instructions: NonBlank | None = Field(
+        None, description="Extra instruction for this conversation (after the base prompt)"
+    )
 
 
 class SendMessage(BaseModel):
@@ -29,6 +33,7 @@ class Reply(BaseModel):
 
 class UpdateConversation(BaseModel):
     title: NonBlank | None = None
+    instructions: str | None = Field(None, description="Set the instruction; empty clears it")
     status: Literal["active", "archived"] | None = Field(
         None, description="Archive or unarchive; also restores a deleted conversation"
     )
@@ -45,6 +50,13 @@ class MessageOut(BaseModel):
     referenced_documents: list[str] = []
     citations: list[dict] = []
     status: str = Field(description="complete, interrupted (stopped early) or failed")
+    generation: dict = Field(
+        default_factory=dict, description="Prompt versions, model and retrieval settings used"
+    )
+    superseded_at: datetime | None = Field(
+        None, description="Set when a regenerated or edited version replaced this message"
+    )
+    replaces_id: uuid.UUID | None = Field(None, description="The message this one edits")
     created_at: datetime
 
 
@@ -57,6 +69,8 @@ class ConversationBase(BaseModel):
     status: str
     total_tokens: int
     messages_count: int
+    template_id: str | None = None
+    instructions: str | None = None
     created_at: datetime
     updated_at: datetime
     last_message_at: datetime
@@ -143,3 +157,58 @@ class SearchResult(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     results: list[SearchResult]
+
+
+class TemplateOut(BaseModel):
+    id: str
+    title: str
+    description: str
+    system_addition: str
+    suggested_questions: list[str]
+    facts_to_collect: list[str]
+
+
+class Regenerate(BaseModel):
+    use_rag: bool = True
+
+
+class EditMessage(BaseModel):
+    content: NonBlank
+    use_rag: bool = True
+
+
+class FeedbackIn(BaseModel):
+    rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    message_id: uuid.UUID
+    rating: Literal["up", "down"]
+    comment: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FeedbackGroup(BaseModel):
+    answer_prompt: str | None = Field(description="sha256 prefix of the answer/chat prompt")
+    model: str | None
+    up: int
+    down: int
+
+
+class FeedbackSummary(BaseModel):
+    scope: Literal["mine", "all"]
+    up: int
+    down: int
+    by_prompt_version: list[FeedbackGroup]
+
+
+class ShareIn(BaseModel):
+    user_id: uuid.UUID
+
+
+class ShareOut(BaseModel):
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    created_at: datetime

@@ -27,12 +27,9 @@ def error_frame(exc: AppError) -> dict:
 async def _run(
     rt: Runtime,
     hub: Hub,
-    *,
-    user_id: uuid.UUID,
     conversation_id: uuid.UUID,
-    content: str | None,
-    use_rag: bool,
     sink: asyncio.Queue | None,
+    turn: dict,
 ) -> None:
     async def emit(event: dict) -> None:
         await hub.publish(conversation_id, event)
@@ -40,14 +37,7 @@ async def _run(
             sink.put_nowait(dumps(event))
 
     try:
-        await turns.run_turn(
-            rt,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            content=content,
-            use_rag=use_rag,
-            emit=emit,
-        )
+        await turns.run_turn(rt, conversation_id=conversation_id, emit=emit, **turn)
     except AppError as exc:
         await emit(error_frame(exc))
     except asyncio.CancelledError:
@@ -61,23 +51,13 @@ def start_turn(
     rt: Runtime,
     hub: Hub,
     *,
-    user_id: uuid.UUID,
     conversation_id: uuid.UUID,
-    content: str | None,
-    use_rag: bool = True,
     sink: asyncio.Queue | None = None,
+    **turn,
 ) -> asyncio.Task:
-    task = asyncio.create_task(
-        _run(
-            rt,
-            hub,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            content=content,
-            use_rag=use_rag,
-            sink=sink,
-        )
-    )
+    """Run a turn as its own task. `turn` holds run_turn's arguments: user_id, content,
+    use_rag, mode, edit_id."""
+    task = asyncio.create_task(_run(rt, hub, conversation_id, sink, turn))
     hub.track(conversation_id, task)
     rt.tasks.add(task)
     task.add_done_callback(rt.tasks.discard)
@@ -85,25 +65,11 @@ def start_turn(
 
 
 async def sse_stream(
-    rt: Runtime,
-    hub: Hub,
-    *,
-    user_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    content: str | None,
-    use_rag: bool,
+    rt: Runtime, hub: Hub, *, conversation_id: uuid.UUID, **turn
 ) -> AsyncIterator[str]:
     """Server-Sent Events for one turn. The turn runs on if the client goes away."""
     sink: asyncio.Queue[str] = asyncio.Queue()
-    start_turn(
-        rt,
-        hub,
-        user_id=user_id,
-        conversation_id=conversation_id,
-        content=content,
-        use_rag=use_rag,
-        sink=sink,
-    )
+    start_turn(rt, hub, conversation_id=conversation_id, sink=sink, **turn)
     while True:
         text = await sink.get()
         kind = text[9 : text.index('"', 9)]

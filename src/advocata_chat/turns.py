@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from advocata_chat.citations import extract_citations
 from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
-from advocata_chat.errors import Conflict, ModelError, ModelUnavailable
+from advocata_chat.errors import Conflict, ModelError, ModelUnavailable, NotFound
 from advocata_chat.history import PostgresChatHistory, preview
 from advocata_chat.llm import UsageTracker, model_name
 from advocata_chat.models import (
@@ -37,6 +37,7 @@ from advocata_chat.tokens import count_tokens
 from chains.chat import build_chat_chain
 from chains.condense import build_condense_chain
 from chains.rag import build_rag_chain
+from chains.title import build_title_chain
 
 
 class ConversationBusy(Conflict):
@@ -49,6 +50,14 @@ class NothingToAnswer(Conflict):
 
 class ConversationNotActive(Conflict):
     code = "conversation_not_active"
+
+
+class CannotEdit(Conflict):
+    code = "cannot_edit"
+
+
+class MessageNotFound(NotFound):
+    pass
 
 
 @dataclass
@@ -111,9 +120,87 @@ def _lease(rt: Runtime) -> timedelta:
     return timedelta(seconds=s.openai_timeout_seconds * (s.openai_max_retries + 1) + 30)
 
 
-async def _begin(
-    rt: Runtime, *, user_id: uuid.UUID, conversation_id: uuid.UUID, content: str | None
+@dataclass
+class TurnStart:
+    user_message: Message
+    template_id: str | None
+    instructions: str | None
+    first_answer: bool  # no assistant answer yet: a title may be due
+    title_auto: bool
+
+
+async def _last_visible(s, conversation_id: uuid.UUID) -> Message | None:
+    return await s.scalar(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.superseded_at.is_(None))
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+
+
+async def _supersede(s, conv: Conversation, messages: list[Message], now) -> None:
+    # Old versions stay stored (and their tokens stay counted); they leave the visible chat.
+    for m in messages:
+        m.superseded_at = now
+    conv.messages_count -= len(messages)
+
+
+async def _prepare(
+    s, conv: Conversation, *, content: str | None, mode: str, edit_id: uuid.UUID | None, now
 ) -> Message:
+    """Find or store the user message this turn answers."""
+    last = await _last_visible(s, conv.id)
+    if mode == "regenerate":
+        if last is not None and last.role == Role.assistant:
+            await _supersede(s, conv, [last], now)
+            last = await _last_visible(s, conv.id)
+        if last is None or last.role != Role.user:
+            raise NothingToAnswer("There is no answer to regenerate")
+        return last
+    if mode == "edit":
+        target = await s.get(Message, edit_id) if edit_id else None
+        if target is None or target.conversation_id != conv.id or target.superseded_at:
+            raise MessageNotFound("Message not found")
+        later = list(
+            await s.scalars(
+                select(Message).where(
+                    Message.conversation_id == conv.id,
+                    Message.superseded_at.is_(None),
+                    Message.seq > target.seq,
+                )
+            )
+        )
+        if target.role != Role.user or any(m.role == Role.user for m in later):
+            raise CannotEdit("Only the last user message can be edited")
+        await _supersede(s, conv, [target, *later], now)
+    elif content is None:  # reply to the pending message
+        if last is None or last.role != Role.user:
+            raise NothingToAnswer("There is no unanswered user message to reply to")
+        return last
+    msg = Message(
+        conversation_id=conv.id,
+        role=Role.user,
+        content=content,
+        created_at=now,
+        replaces_id=edit_id if mode == "edit" else None,
+    )
+    s.add(msg)
+    conv.messages_count += 1
+    conv.last_message_at = conv.updated_at = now
+    conv.last_message_preview = preview(content)
+    await s.flush()
+    return msg
+
+
+async def _begin(
+    rt: Runtime,
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    content: str | None,
+    mode: str = "send",
+    edit_id: uuid.UUID | None = None,
+) -> TurnStart:
     """Take the conversation's turn lease and return the user message to answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + rt.settings.turn_wait_seconds
@@ -127,25 +214,19 @@ async def _begin(
             now = utcnow()
             if conv.turn_lock_until is None or conv.turn_lock_until <= now:
                 conv.turn_lock_until = now + _lease(rt)
-                if content is None:
-                    last = await s.scalar(
-                        select(Message)
-                        .where(Message.conversation_id == conv.id)
-                        .order_by(Message.seq.desc())
-                        .limit(1)
-                    )
-                    if last is None or last.role != Role.user:
-                        raise NothingToAnswer("There is no unanswered user message to reply to")
-                    return last
-                msg = Message(
-                    conversation_id=conv.id, role=Role.user, content=content, created_at=now
+                msg = await _prepare(s, conv, content=content, mode=mode, edit_id=edit_id, now=now)
+                answered = await s.scalar(
+                    select(Message.id)
+                    .where(Message.conversation_id == conv.id, Message.role == Role.assistant)
+                    .limit(1)
                 )
-                s.add(msg)
-                conv.messages_count += 1
-                conv.last_message_at = conv.updated_at = now
-                conv.last_message_preview = preview(content)
-                await s.flush()
-                return msg
+                return TurnStart(
+                    user_message=msg,
+                    template_id=conv.template_id,
+                    instructions=conv.instructions,
+                    first_answer=answered is None,
+                    title_auto=conv.title_auto and conv.title is None,
+                )
         if loop.time() >= deadline:
             raise ConversationBusy(
                 "Another answer is still being generated in this conversation; retry shortly"
@@ -170,6 +251,7 @@ async def _store_answer(
     status: MessageStatus,
     tracker: UsageTracker,
     sources: list[dict],
+    generation: dict,
 ) -> Message:
     citations, referenced = extract_citations(text, sources)
     completion = tracker.completion_tokens
@@ -188,6 +270,7 @@ async def _store_answer(
         model=tracker.model or model_name(rt.llm),
         referenced_documents=referenced,
         citations=citations,
+        generation=generation,
         created_at=now,
     )
     async with rt.sessions.begin() as s:
@@ -268,6 +351,61 @@ def _rag_chain(rt: Runtime, user_id: uuid.UUID):
     )
 
 
+def _instructions(rt: Runtime, start: TurnStart) -> list:
+    """The template's addition and the user's own instruction, framed as a system message
+    that comes after the base legal prompt (which they cannot replace)."""
+    parts = []
+    template = rt.templates.get(start.template_id or "")
+    if template is not None:
+        parts.append(template.system_addition)
+    if start.instructions:
+        parts.append(start.instructions)
+    if not parts:
+        return []
+    return rt.prompts["instructions"].template.format_messages(instructions="\n\n".join(parts))
+
+
+def _generation(rt: Runtime, start: TurnStart, *, rag: bool, prompts: list[str]) -> dict:
+    """What produced an answer, so feedback can be traced to a prompt version."""
+    names = ["system", *prompts] + (["instructions"] if _instructions(rt, start) else [])
+    return {
+        "prompts": {n: rt.prompts[n].sha256[:16] for n in names},
+        "model": model_name(rt.llm),
+        "template_id": start.template_id,
+        "custom_instructions": bool(start.instructions),
+        "retrieval": {
+            "embedding_model": rt.embedding_model,
+            "top_k": rt.search.top_k,
+            "candidates": rt.search.candidates,
+            "min_similarity": rt.search.min_similarity,
+            "rrf_k": rt.search.rrf_k,
+            "vector_weight": rt.search.vector_weight,
+            "text_weight": rt.search.text_weight,
+        }
+        if rag
+        else None,
+    }
+
+
+async def _title(rt: Runtime, conversation_id: uuid.UUID, question: str, answer: str) -> str | None:
+    chain = build_title_chain(
+        llm=None if rt.offline else rt.llm, prompt=rt.prompts["title"].template
+    )
+    try:
+        title = (await chain.ainvoke({"question": question, "answer": answer})).strip()
+    except Exception:  # a title is a nicety; the answer is already stored
+        return None
+    title = title.strip("«»\"' .")[: rt.settings.max_title_chars] or None
+    if title:
+        async with rt.sessions.begin() as s:
+            await s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.title.is_(None))
+                .values(title=title)
+            )
+    return title
+
+
 async def run_turn(
     rt: Runtime,
     *,
@@ -277,14 +415,28 @@ async def run_turn(
     use_rag: bool = True,
     callbacks: Sequence[BaseCallbackHandler] = (),
     emit: Emit | None = None,
+    mode: str = "send",
+    edit_id: uuid.UUID | None = None,
 ) -> TurnResult:
     """Answer `content` (or, when None, the pending last user message) in the conversation.
+
+    `mode` is "send" (the default; `content=None` answers the pending message), "regenerate"
+    (supersede the last answer and answer again) or "edit" (supersede message `edit_id` and
+    what follows it, store `content` in its place, answer it).
 
     With `emit`, the turn reports its progress as WebSocket frames: `message_received`,
     `sources`, `token` (through a LangChain callback on the answer model), and the final
     `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
     """
-    user_msg = await _begin(rt, user_id=user_id, conversation_id=conversation_id, content=content)
+    start = await _begin(
+        rt,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        content=content,
+        mode=mode,
+        edit_id=edit_id,
+    )
+    user_msg = start.user_message
     released = False
     if emit:
         callbacks = [*callbacks, TokenEmitter(emit)]
@@ -298,13 +450,22 @@ async def run_turn(
             max_tokens=rt.settings.history_max_tokens,
             before_seq=user_msg.seq,
         )
-        inputs = {"history": await history.aget_messages(), "question": user_msg.content}
+        inputs = {
+            "history": await history.aget_messages(),
+            "question": user_msg.content,
+            "instructions": _instructions(rt, start),
+        }
         tracker = UsageTracker()
         config = {"callbacks": [tracker, *callbacks]}
         parts: list[str] = []
         sources: list[dict] = []
+        rag = use_rag and await has_ready_documents(rt, user_id=user_id)
+        generation = _generation(
+            rt, start, rag=rag, prompts=["condense", "answer"] if rag else ["chat"]
+        )
+        store = dict(conversation_id=conversation_id, tracker=tracker, generation=generation)
         try:
-            if use_rag and await has_ready_documents(rt, user_id=user_id):
+            if rag:
                 async for chunk in _rag_chain(rt, user_id).astream(inputs, config=config):
                     if "packed" in chunk:
                         sources = chunk["packed"]["sources"]
@@ -326,11 +487,10 @@ async def run_turn(
             if parts:
                 stored = await _store_answer(
                     rt,
-                    conversation_id=conversation_id,
                     text="".join(parts),
                     status=MessageStatus.interrupted,
-                    tracker=tracker,
                     sources=sources,
+                    **store,
                 )
                 released = True
             if emit:
@@ -341,12 +501,7 @@ async def run_turn(
         except Exception as exc:
             if parts:  # keep what was generated, marked as failed
                 await _store_answer(
-                    rt,
-                    conversation_id=conversation_id,
-                    text="".join(parts),
-                    status=MessageStatus.failed,
-                    tracker=tracker,
-                    sources=sources,
+                    rt, text="".join(parts), status=MessageStatus.failed, sources=sources, **store
                 )
                 released = True
             raise model_failure(
@@ -356,16 +511,15 @@ async def run_turn(
                 partial=bool(parts),
             ) from exc
         answer = await _store_answer(
-            rt,
-            conversation_id=conversation_id,
-            text="".join(parts),
-            status=MessageStatus.complete,
-            tracker=tracker,
-            sources=sources,
+            rt, text="".join(parts), status=MessageStatus.complete, sources=sources, **store
         )
         released = True
         if emit:
             await emit(final_frame(answer))
+        if start.first_answer and start.title_auto:
+            title = await _title(rt, conversation_id, user_msg.content, answer.content)
+            if title and emit:
+                await emit({"type": "title", "title": title})
         return TurnResult(user_message=user_msg, answer=answer, sources=sources)
     finally:
         if not released:

@@ -126,15 +126,48 @@ def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | No
         except InvalidInput as exc:
             return error_frame(exc)
         start_turn(rt, hub, user_id=user, conversation_id=cid, content=content, use_rag=use_rag)
-    elif kind == "reply":
-        start_turn(rt, hub, user_id=user, conversation_id=cid, content=None, use_rag=use_rag)
+    elif kind in ("reply", "regenerate"):
+        start_turn(
+            rt,
+            hub,
+            user_id=user,
+            conversation_id=cid,
+            content=None,
+            use_rag=use_rag,
+            mode="regenerate" if kind == "regenerate" else "send",
+        )
+    elif kind == "edit":
+        content, message_id = frame.get("content"), frame.get("message_id")
+        try:
+            edit_id = uuid.UUID(str(message_id))
+            if not isinstance(content, str):
+                raise ValueError
+        except ValueError:
+            return _bad(
+                "An edit frame needs 'message_id' and a string 'content'", "validation_error"
+            )
+        try:
+            content = conversations.check_message(rt.settings, content, field="content")
+        except InvalidInput as exc:
+            return error_frame(exc)
+        start_turn(
+            rt,
+            hub,
+            user_id=user,
+            conversation_id=cid,
+            content=content,
+            use_rag=use_rag,
+            mode="edit",
+            edit_id=edit_id,
+        )
     elif kind == "cancel":
         asyncio.get_running_loop().create_task(hub.cancel(cid))
     elif kind == "ping":
         return {"type": "pong"}
     else:
         return _bad(
-            f"Unknown frame type {kind!r}; expected message, reply, cancel or ping",
+            f"Unknown frame type {kind!r}; expected message, reply, regenerate, edit, cancel "
+            "or ping",
             "unknown_frame",
         )
     return None
