@@ -100,6 +100,7 @@ async def test_the_chains_fill_every_variable_of_their_prompts():
     chat = build_chat_chain(llm=llm, prompt=prompts["chat"].template)
     extra = prompts["instructions"].template.format_messages(instructions="Пиши кратко.")
     assert (await chat.ainvoke({"history": [], "question": "Привет", "instructions": extra})).text
-    title = build_title_chain(llm=FakeListChatModel(responses=["ДТП без ОСАГО"]),
-                              prompt=prompts["title"].template)
+    title = build_title_chain(
+        llm=FakeListChatModel(responses=["ДТП без ОСАГО"]), prompt=prompts["title"].template
+    )
     assert await title.ainvoke({"question": "вопрос", "answer": "ответ"}) == "ДТП без ОСАГО"
