@@ -167,8 +167,10 @@ async def test_reply_answers_the_pending_message(make_client, auth, token, alice
             frames = await until(ws, "message")
             assert frames[0]["message"]["content"] == "Меня сократили, что делать?"
             await ws.send_text(json.dumps({"type": "reply"}))
-            [error] = await until(ws, "error")
-            assert error["code"] == "nothing_to_answer"
+            frames = await until(ws, "error")
+            # The untitled conversation was named after its first answer.
+            assert frames[0] == {"type": "title", "title": "Меня сократили, что делать"}
+            assert frames[-1]["code"] == "nothing_to_answer"
 
 
 async def test_two_tabs_both_receive_the_stream(make_client, auth, token, alice):
