@@ -7,14 +7,16 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from advocata_chat import api, api_documents, api_roadmap, db, documents, ws
 from advocata_chat.config import Settings, get_settings
-from advocata_chat.errors import PayloadTooLarge, install_error_handlers
+from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
 
@@ -107,5 +109,27 @@ def create_app(
         # Uvicorn accepts connections only after the lifespan start-up (database, migrations)
         # has finished, so answering at all means ready.
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the database answers and its schema is at the code's migration head."""
+        rt = request.app.state.runtime
+        head = db.current_head()
+        try:
+            async with rt.engine.connect() as conn:
+                current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        except Exception as exc:
+            if not is_database_down(exc):
+                raise
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable", "migrations": None}, 503
+            )
+        ok = current == head
+        body = {
+            "status": "ready" if ok else "unavailable",
+            "database": "ok",
+            "migrations": "head" if ok else f"{current} (head is {head})",
+        }
+        return JSONResponse(body, 200 if ok else 503)
 
     return app

@@ -76,6 +76,29 @@ class ModelUnavailable(ModelError):
     code = "model_unavailable"
 
 
+class DatabaseUnavailable(AppError):
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unavailable; nothing was changed by this request. Retry shortly.",
+            headers={"Retry-After": "2"},
+        )
+
+
+def is_database_down(exc: BaseException) -> bool:
+    """A lost or refused database connection, as opposed to a bug in a query."""
+    import psycopg
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc.orig, psycopg.OperationalError | psycopg.InterfaceError
+        )
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | sa.TimeoutError)
+
+
 class ConversationNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("Conversation not found")
@@ -106,6 +129,14 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return _json(exc.status_code, {"error": str(exc.detail), "code": code}, exc.headers)
 
 
+async def _database(_: Request, exc: Exception) -> JSONResponse:
+    if not is_database_down(exc):
+        raise exc  # a real bug: let the 500 handler log it
+    log.warning("database unavailable: %s", type(exc).__name__)
+    err = DatabaseUnavailable()
+    return _json(err.status_code, err.body(), err.headers)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _json(500, {"error": "Internal server error", "code": "internal_error"})
@@ -115,4 +146,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    import psycopg
+    from sqlalchemy import exc as sa
+
+    for kind in (sa.DBAPIError, sa.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError):
+        app.add_exception_handler(kind, _database)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from advocata_chat import turns
-from advocata_chat.errors import AppError
+from advocata_chat.errors import AppError, DatabaseUnavailable, is_database_down
 from advocata_chat.hub import Hub, dumps
 from advocata_chat.runtime import Runtime
 
@@ -42,7 +42,10 @@ async def _run(
         await emit(error_frame(exc))
     except asyncio.CancelledError:
         pass  # run_turn stored the partial answer and sent `cancelled`
-    except Exception:
+    except Exception as exc:
+        if is_database_down(exc):
+            await emit(error_frame(DatabaseUnavailable()))
+            return
         log.exception("turn failed in conversation %s", conversation_id)
         await emit({"type": "error", "error": "Internal server error", "code": "internal_error"})
 
