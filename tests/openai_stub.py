@@ -24,7 +24,10 @@ from starlette.routing import Route
 
 @dataclass
 class StubState:
-    mode: str = "ok"  # ok | 500 | 429 | slow | drop (stream breaks after a few tokens)
+    # ok | 500 | 429 | slow | hang (accepts, never answers) | drop (stream breaks mid-answer)
+    mode: str = "ok"
+    fail_times: int = 0  # answer the first N chat requests with a 500, then behave
+    fail_models: set[str] = field(default_factory=set)  # these model names always get 500
     delay: float = 0.0  # seconds before answering
     reply: str | None = None  # fixed answer; default echoes the question
     report_usage: bool = True
@@ -58,6 +61,11 @@ def build_app(state: StubState) -> Starlette:
         state.requests.append(body)
         if state.delay:
             await asyncio.sleep(state.delay)
+        if state.mode == "hang":
+            await asyncio.sleep(3600)
+        if state.fail_times > 0 or body.get("model") in state.fail_models:
+            state.fail_times = max(0, state.fail_times - 1)
+            return JSONResponse({"error": {"message": "flaky", "type": "server_error"}}, 500)
         if state.mode == "500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
         if state.mode == "429":

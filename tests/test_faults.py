@@ -58,3 +58,79 @@ async def test_database_restart_fails_cleanly_then_recovers(own_server, make_cli
         # The refused message was never stored; the acknowledged one is, with its answer.
         assert [m["content"] for m in messages if m["role"] == "user"] == ["после"]
         assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.fixture
+def provider(make_client, openai_database_url, stub):
+    def make(**overrides):
+        values = {
+            "openai_base_url": stub.base_url,
+            "openai_model": "primary",
+            "openai_max_retries": 0,
+            **overrides,
+        }
+        return make_client(database_url=openai_database_url, ws=False, **values)
+
+    return make
+
+
+async def ask(client, h, text="вопрос"):
+    cid = (await client.post(CONV, json={"title": "t"}, headers=h)).json()["id"]
+    r = await client.post(f"{CONV}/{cid}/messages", json={"message_content": text}, headers=h)
+    conv = (await client.get(f"{CONV}/{cid}", headers=h)).json()
+    return r, conv
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "code"),
+    [
+        ("500", 502, "model_error"),
+        ("429", 503, "model_unavailable"),
+        ("hang", 504, "model_timeout"),
+    ],
+)
+async def test_provider_failures_keep_the_question(provider, stub, auth, alice, mode, status, code):
+    stub.state.mode = mode
+    async with provider(openai_first_token_timeout_seconds=1) as client:
+        r, conv = await ask(client, auth(alice))
+    assert r.status_code == status and r.json()["code"] == code, r.text
+    assert "saved" in r.json()["error"] or code == "model_timeout"
+    assert r.json()["detail"]["retry"].endswith("/reply")
+    assert [m["role"] for m in conv["messages"]] == ["user"]  # kept, and nothing half-made
+
+
+async def test_slow_provider_still_answers_in_full(provider, stub, auth, alice):
+    stub.state.mode = "slow"
+    async with provider() as client:
+        r, conv = await ask(client, auth(alice), "медленно")
+    assert r.status_code == 200
+    assert conv["messages"][-1]["content"] == "Ответ модели на вопрос: медленно"
+
+
+async def test_total_timeout_keeps_the_partial_answer(provider, stub, auth, alice):
+    stub.state.mode = "slow"  # 20 ms a word
+    stub.state.reply = " ".join(["слово"] * 200)
+    async with provider(openai_total_timeout_seconds=1) as client:
+        r, conv = await ask(client, auth(alice))
+    assert r.status_code == 504 and r.json()["code"] == "model_timeout"
+    partial = conv["messages"][-1]
+    assert partial["role"] == "assistant" and partial["status"] == "failed"
+    assert 0 < len(partial["content"]) < len(stub.state.reply)
+
+
+async def test_transient_errors_are_retried_before_the_first_token(provider, stub, auth, alice):
+    stub.state.fail_times = 2
+    async with provider(openai_max_retries=2) as client:
+        r, _ = await ask(client, auth(alice))
+    assert r.status_code == 200
+    chats = [q for q in stub.state.requests if "messages" in q]
+    assert len(chats) == 3  # two failures, then the answer
+
+
+async def test_fallback_model_answers_when_the_main_one_fails(provider, stub, auth, alice):
+    stub.state.fail_models = {"primary"}
+    async with provider(openai_fallback_model="backup") as client:
+        r, conv = await ask(client, auth(alice))
+    assert r.status_code == 200, r.text
+    assert [q["model"] for q in stub.state.requests if "messages" in q] == ["primary", "backup"]
+    assert conv["messages"][-1]["content"].startswith("Ответ модели")

@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     openai_max_tokens: int = 1500
     openai_temperature: float = 0.7
     openai_timeout_seconds: float = 60.0
-    openai_max_retries: int = 2
+    openai_max_retries: int = 2  # retried before the first token only (never mid-answer)
+    openai_first_token_timeout_seconds: float = 30.0
+    openai_total_timeout_seconds: float = 180.0
+    openai_fallback_model: str | None = None  # used when the main model fails before answering
 
     # RAG (the seed's variables; sizes are in characters, context budget in tokens)
     rag_embedding_model: str = "text-embedding-3-small"

@@ -76,6 +76,11 @@ class ModelUnavailable(ModelError):
     code = "model_unavailable"
 
 
+class ModelTimeout(ModelError):
+    status_code = 504
+    code = "model_timeout"
+
+
 class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"

@@ -23,17 +23,27 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
-    return ChatOpenAI(
-        model=settings.openai_model,
-        api_key=key,
-        base_url=settings.openai_base_url,
-        temperature=settings.openai_temperature,
-        max_tokens=settings.openai_max_tokens,
-        timeout=settings.openai_timeout_seconds,
-        max_retries=settings.openai_max_retries,
-        # Without this, ChatOpenAI drops usage when streaming.
-        stream_usage=True,
-    )
+
+    def chat(model: str) -> ChatOpenAI:
+        return ChatOpenAI(
+            model=model,
+            api_key=key,
+            base_url=settings.openai_base_url,
+            temperature=settings.openai_temperature,
+            max_tokens=settings.openai_max_tokens,
+            # Connect/read timeout per request; the openai client retries with backoff on
+            # connection errors, 429 and 5xx, which happen before the first token.
+            timeout=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+            # Without this, ChatOpenAI drops usage when streaming.
+            stream_usage=True,
+        )
+
+    main = chat(settings.openai_model)
+    if settings.openai_fallback_model:
+        # Streams from the fallback only if the main model fails before its first chunk.
+        return main.with_fallbacks([chat(settings.openai_fallback_model)])
+    return main
 
 
 KNOWN_DIMENSIONS = {
@@ -75,6 +85,7 @@ def min_similarity(settings: Settings, embedding_model: str) -> float:
 
 
 def model_name(llm: BaseChatModel) -> str:
+    llm = getattr(llm, "runnable", llm)  # a model with fallbacks: name the main one
     for attr in ("model_name", "model"):
         value = getattr(llm, attr, None)
         if isinstance(value, str) and value:

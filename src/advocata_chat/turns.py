@@ -8,10 +8,12 @@ database connection while the model is generating.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from sqlalchemy import select, update
@@ -19,7 +21,7 @@ from sqlalchemy import select, update
 from advocata_chat.citations import extract_citations
 from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
-from advocata_chat.errors import Conflict, ModelError, ModelUnavailable, NotFound
+from advocata_chat.errors import Conflict, ModelError, ModelTimeout, ModelUnavailable, NotFound
 from advocata_chat.history import PostgresChatHistory, preview
 from advocata_chat.llm import UsageTracker, model_name
 from advocata_chat.models import (
@@ -307,6 +309,9 @@ def model_failure(
         "user_message_id": str(user_message_id),
         "retry": f"POST /api/v1/chat/conversations/{conversation_id}/reply",
     }
+    if isinstance(exc, ModelError):
+        exc.detail = {**(exc.detail or {}), **detail}
+        return exc
     if partial:
         return ModelError(
             "The model's answer broke off. Your message and the partial answer are saved.",
@@ -328,6 +333,36 @@ def model_failure(
             detail=detail,
         )
     return ModelError("The language model failed. Your message is saved.", detail=detail)
+
+
+async def _deadlines(stream, rt: Runtime, *, answered: Callable[[Any], bool]):
+    """Re-yield a chain's stream, failing it when the first answer token is late or the
+    whole answer takes too long. A hung provider must not hold the turn forever."""
+    loop = asyncio.get_running_loop()
+    s = rt.settings
+    start = loop.time()
+    first_seen = False
+    chunks = stream.__aiter__()
+    try:
+        while True:
+            budget = s.openai_total_timeout_seconds
+            if not first_seen:
+                budget = min(budget, s.openai_first_token_timeout_seconds)
+            left = budget - (loop.time() - start)
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), max(left, 0.001))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                what = "the whole answer" if first_seen else "the first token"
+                raise ModelTimeout(
+                    f"The language model took longer than {budget:g} s for {what}."
+                ) from None
+            first_seen = first_seen or answered(chunk)
+            yield chunk
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
 
 
 def _rag_chain(rt: Runtime, user_id: uuid.UUID):
@@ -466,7 +501,10 @@ async def run_turn(
         store = dict(conversation_id=conversation_id, tracker=tracker, generation=generation)
         try:
             if rag:
-                async for chunk in _rag_chain(rt, user_id).astream(inputs, config=config):
+                stream = _rag_chain(rt, user_id).astream(inputs, config=config)
+                async for chunk in _deadlines(
+                    stream, rt, answered=lambda c: bool("answer" in c and c["answer"].text)
+                ):
                     if "packed" in chunk:
                         sources = chunk["packed"]["sources"]
                         if emit:
@@ -479,7 +517,8 @@ async def run_turn(
                 if emit:
                     await emit({"type": "sources", "sources": []})
                 chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
-                async for chunk in chain.astream(inputs, config=config):
+                stream = chain.astream(inputs, config=config)
+                async for chunk in _deadlines(stream, rt, answered=lambda c: bool(c.text)):
                     parts.append(chunk.text)
         except asyncio.CancelledError:
             # The user pressed stop: keep what was generated, marked as interrupted.
