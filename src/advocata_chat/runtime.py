@@ -15,7 +15,7 @@ from advocata_chat import db
 from advocata_chat.config import Settings
 from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
-from advocata_chat.prompts import Prompt, load_prompts
+from advocata_chat.prompts import PromptSet
 from advocata_chat.retrieval import SearchParams
 from advocata_chat.store import open_store
 
@@ -26,7 +26,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker
     llm: BaseChatModel
-    prompts: dict[str, Prompt]
+    prompts: PromptSet  # a Mapping: rt.prompts["chat"].template
     embeddings: Embeddings
     embedding_model: str
     store: PGVectorStore
@@ -55,7 +55,8 @@ async def start_runtime(
     embeddings: tuple[Embeddings, str, int] | None = None,
 ) -> Runtime:
     # Prompts first: a broken prompt file should stop the start before anything else.
-    prompts = load_prompts(settings.prompts_dir)
+    # In development, edits are picked up on the next lookup (see PromptSet).
+    prompts = PromptSet(settings.prompts_dir, live=settings.advocata_env == "development")
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
