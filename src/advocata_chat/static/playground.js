@@ -281,7 +281,7 @@ function onFrame(frame) {
       finishStreamedTurn(frame);
       break;
     case "cancelled":
-      if (state.turn) finishTurn(state.turn, null, "stopped");
+      if (state.turn) finishTurn(state.turn, null, "error: stopped before any text");
       state.turn = null;
       setBusy(false);
       break;
@@ -378,7 +378,8 @@ function finishTurn(turn, message, note) {
     turn.meta.append(el("span", "tokens", `${message.token_count} tokens`));
   }
   if (message && message.status !== "complete") turn.meta.append(el("span", "warn", message.status));
-  if (note) turn.meta.append(el("span", note.startsWith("error") ? "warn" : "prompts", note));
+  if (note && note.startsWith("error")) turn.meta.append(el("span", "warn", note));
+  else if (note) turn.meta.append(el("span", "prompts", `prompts: ${note}`));
 }
 
 function linkCitations(text) {
