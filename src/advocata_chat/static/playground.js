@@ -281,13 +281,13 @@ function onFrame(frame) {
       finishStreamedTurn(frame);
       break;
     case "cancelled":
-      if (state.turn) finishTurn(state.turn, null, "error: stopped before any text");
+      if (state.turn) finishTurn(state.turn, null, null, "stopped before any text");
       state.turn = null;
       setBusy(false);
       break;
     case "error":
       if (state.turn) {
-        finishTurn(state.turn, null, `error: ${frame.error}`);
+        finishTurn(state.turn, null, null, `error: ${frame.error}`);
         state.turn = null;
       } else {
         showBanner(frame.error);
@@ -365,7 +365,7 @@ function newTurn(question) {
   return turn;
 }
 
-function finishTurn(turn, message, note) {
+function finishTurn(turn, message, versions, warning) {
   turn.node.classList.remove("streaming");
   turn.node.classList.add("done");
   if (message) {
@@ -378,8 +378,8 @@ function finishTurn(turn, message, note) {
     turn.meta.append(el("span", "tokens", `${message.token_count} tokens`));
   }
   if (message && message.status !== "complete") turn.meta.append(el("span", "warn", message.status));
-  if (note && note.startsWith("error")) turn.meta.append(el("span", "warn", note));
-  else if (note) turn.meta.append(el("span", "prompts", `prompts: ${note}`));
+  if (versions) turn.meta.append(el("span", "prompts", `prompts: ${versions}`));
+  if (warning) turn.meta.append(el("span", "warn", warning));
 }
 
 function linkCitations(text) {
