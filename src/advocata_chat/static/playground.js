@@ -110,9 +110,9 @@ async function loadPrompts() {
   // A broken edit must be impossible to miss: the page says it at the top.
   const banner = $("#banner");
   if (broken.length) {
-    showBanner(broken.map((p) => `${p.name}.yaml is not in use: ${p.error}. `
-      + (p.sha256 ? `The last good version (${short(p.sha256)}) answers meanwhile.` : ""))
-      .join("\n"));
+    showBanner(broken.map((p) => `Prompt edit not in use: ${p.error}. `
+      + (p.sha256 ? `The last good version of ${p.name} (${short(p.sha256)}) answers meanwhile.`
+        : "")).join("\n"));
     banner.classList.add("prompt-error");
   } else if (banner.classList.contains("prompt-error")) {
     showBanner("");
