@@ -224,3 +224,10 @@ def test_an_alternative_folder_must_fill_the_same_variables(prompts):
     )
     with pytest.raises(PromptError, match=r"chat.yaml: .* lacks \['history'\]"):
         PromptSet(prompts, expected={n: p.variables for n, p in current.items()})
+
+
+def test_an_alternative_folder_must_have_every_prompt(prompts):
+    current = PromptSet(PROJECT_ROOT / "prompts")
+    (prompts / "condense.yaml").unlink()
+    with pytest.raises(PromptError, match="has no condense.yaml"):
+        PromptSet(prompts, expected={n: p.variables for n, p in current.items()})

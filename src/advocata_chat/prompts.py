@@ -142,6 +142,8 @@ class PromptSet(Mapping[str, Prompt]):
         prompts = load_prompts(directory)  # a broken file at start is fatal, in any mode
         for name, prompt in prompts.items():
             check_variables(prompt, (expected or {}).get(name))
+        if missing := sorted(set(expected or {}) - set(prompts)):
+            raise PromptError(f"{directory} has no {', '.join(f'{n}.yaml' for n in missing)}")
         self._prompts = prompts
         self._expected = {n: p.variables for n, p in prompts.items()}
         now = datetime.now(UTC)
