@@ -147,13 +147,14 @@ def test_production_loads_once(prompts):
     assert all(s.error is None for s in fixed.status())
 
 
-async def test_production_refuses_to_start_with_a_broken_file(make_client, prompts):
+async def test_production_refuses_to_start_with_a_broken_file(make_client, prompts, caplog):
     edit(prompts / "answer.yaml", "messages: [\n")
     with pytest.raises(PromptError, match="answer.yaml: cannot read prompt"):
         async with make_client(
             prompts_dir=prompts, advocata_env="production", jwt_secret="s" * 40, ws=False
         ):
             pass
+    assert "cannot start: the prompts in" in caplog.text and "answer.yaml" in caplog.text
 
 
 def test_serve_stops_with_a_clear_message_on_a_broken_file(monkeypatch, prompts):

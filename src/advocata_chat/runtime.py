@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 from langchain_core.embeddings import Embeddings
@@ -15,9 +16,11 @@ from advocata_chat import db
 from advocata_chat.config import Settings
 from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
-from advocata_chat.prompts import PromptSet
+from advocata_chat.prompts import PromptError, PromptSet
 from advocata_chat.retrieval import SearchParams
 from advocata_chat.store import open_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,7 +59,11 @@ async def start_runtime(
 ) -> Runtime:
     # Prompts first: a broken prompt file should stop the start before anything else.
     # In development, edits are picked up on the next lookup (see PromptSet).
-    prompts = PromptSet(settings.prompts_dir, live=settings.advocata_env == "development")
+    try:
+        prompts = PromptSet(settings.prompts_dir, live=settings.advocata_env == "development")
+    except PromptError as e:
+        log.error("cannot start: the prompts in %s do not load: %s", settings.prompts_dir, e)
+        raise
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
