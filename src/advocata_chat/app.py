@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, api_roadmap, db, documents, ws
+from advocata_chat import api, api_documents, api_roadmap, db, documents, playground, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.hub import Hub
@@ -40,6 +40,18 @@ def install_log_redaction() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+
+
+def install_app_logging() -> None:
+    """Show the service's own INFO logs (prompt reloads, embedded database) next to uvicorn's,
+    unless the host process already configured logging (pytest, a logging config)."""
+    logger = logging.getLogger("advocata_chat")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 class BodySizeLimit:
@@ -77,6 +89,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_log_redaction()
+        install_app_logging()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
         app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
         await app.state.hub.start()
@@ -103,6 +116,7 @@ def create_app(
     app.include_router(api_roadmap.router)
     app.include_router(api_documents.router)
     app.include_router(ws.router)
+    app.include_router(playground.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -71,8 +71,15 @@ def _words(text: str) -> set[str]:
 
 
 def _claim_before(answer: str, position: int) -> str:
-    start = max(answer.rfind(c, 0, position) for c in ".!?\n")
-    return answer[start + 1 : position]
+    # A marker after a closing quote («… рублей.» [1]) follows a sentence end with no words
+    # after it: the claim is the sentence before that end.
+    end = position
+    while True:
+        start = max(answer.rfind(c, 0, end) for c in ".!?\n")
+        claim = answer[start + 1 : position]
+        if start < 0 or _WORD.search(claim):
+            return claim
+        end = start
 
 
 def extract_citations(answer: str, sources: list[dict]) -> tuple[list[dict], list[str]]:

@@ -31,6 +31,7 @@ def serve(
     from advocata_chat import db
 
     settings = get_settings()
+    _check_prompts(settings.prompts_dir)
     url = db.resolve_database_url(settings)
     # Worker processes read the environment, so they attach to the same database.
     os.environ["DATABASE_URL"] = url
@@ -46,6 +47,17 @@ def serve(
         workers=workers,
         log_level="info",
     )
+
+
+def _check_prompts(directory: Path, expected: dict | None = None):
+    """Load a prompts folder or exit with the reason, before anything slow starts."""
+    from advocata_chat.prompts import PromptError, PromptSet
+
+    try:
+        return PromptSet(directory, expected=expected)
+    except PromptError as e:
+        typer.echo(f"error: the prompts in {directory} do not load: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -154,23 +166,35 @@ def evaluate(
     ],
     k: Annotated[int, typer.Option(help="Retrieval depth for hit@k")] = 5,
     prompts_dir: Annotated[
-        Path | None, typer.Option(help="Evaluate these prompts instead of the current ones")
+        Path | None,
+        typer.Option(help="Also evaluate this prompts folder; prints both side by side"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per question")] = False,
 ) -> None:
     """Score retrieval, citations, answers, abstention and cross-user leakage."""
     import asyncio
 
-    from advocata_chat.evaluation import run
+    from advocata_chat.evaluation import run, side_by_side
 
     settings = get_settings()
+    alternative = None
     if prompts_dir is not None:
-        settings = settings.model_copy(update={"prompts_dir": prompts_dir})
-    figures = asyncio.run(run(set_dir, settings, k=k, verbose=verbose))
-    width = max(len(name) for name in figures)
-    for name, value in figures.items():
-        typer.echo(f"{name:<{width}}  {value}")
-    if figures["leakage"]:
+        # Both folders must load, and the alternative must fill the same variables, before
+        # the slow part starts.
+        current = _check_prompts(settings.prompts_dir)
+        alternative = _check_prompts(prompts_dir, {n: p.variables for n, p in current.items()})
+    figures = asyncio.run(run(set_dir, settings, k=k, verbose=verbose, alternative=alternative))
+    if alternative is None:
+        only = figures["current"]
+        width = max(len(name) for name in only)
+        for name, value in only.items():
+            typer.echo(f"{name:<{width}}  {value}")
+    else:
+        typer.echo(f"current:     {settings.prompts_dir}")
+        typer.echo(f"alternative: {prompts_dir}")
+        typer.echo(side_by_side(figures))
+        typer.echo("(* differs)")
+    if any(f["leakage"] for f in figures.values()):
         typer.echo("FAIL: an answer cited a document its asker does not own", err=True)
         raise typer.Exit(1)
 

@@ -19,6 +19,7 @@ import httpx
 
 from advocata_chat.auth import mint_token
 from advocata_chat.config import Settings
+from advocata_chat.prompts import PromptSet
 
 ABSTAIN_MARKER = re.compile(r"нет ответа|не содерж\w* ответ|не нашл\w* ответ", re.IGNORECASE)
 
@@ -60,23 +61,28 @@ def summarize(results: list[QuestionResult]) -> dict[str, float | int]:
     }
 
 
-async def evaluate(
-    client: httpx.AsyncClient, settings: Settings, set_dir: Path, *, k: int = 5
-) -> list[QuestionResult]:
-    users: dict[str, uuid.UUID] = {}
-    doc_names: dict[str, str] = {}  # document id -> file stem
-    owner: dict[str, str] = {}  # document id -> eval user
+@dataclass
+class Corpus:
+    """An evaluation set's documents, uploaded: who owns what, under which file stem."""
 
-    def headers(user: str) -> dict[str, str]:
-        uid = users.setdefault(user, uuid.uuid4())
-        return {"Authorization": f"Bearer {mint_token(settings, user_id=uid)}"}
+    settings: Settings
+    users: dict[str, uuid.UUID] = field(default_factory=dict)
+    doc_names: dict[str, str] = field(default_factory=dict)  # document id -> file stem
+    owner: dict[str, str] = field(default_factory=dict)  # document id -> eval user
 
+    def headers(self, user: str) -> dict[str, str]:
+        uid = self.users.setdefault(user, uuid.uuid4())
+        return {"Authorization": f"Bearer {mint_token(self.settings, user_id=uid)}"}
+
+
+async def ingest(client: httpx.AsyncClient, settings: Settings, set_dir: Path) -> Corpus:
+    corpus = Corpus(settings)
     for path in sorted((set_dir / "docs").iterdir()):
         user = path.name.split("_", 1)[0]
         r = await client.post(
             "/api/v1/documents",
             params={"wait": True},
-            headers=headers(user),
+            headers=corpus.headers(user),
             files={"file": (path.name, path.read_bytes())},
             data={"title": path.stem},
         )
@@ -84,9 +90,22 @@ async def evaluate(
         body = r.json()
         if body["status"] != "ready":
             raise RuntimeError(f"{path.name}: indexing failed: {body['error']}")
-        doc_names[body["id"]] = path.stem
-        owner[body["id"]] = user
+        corpus.doc_names[body["id"]] = path.stem
+        corpus.owner[body["id"]] = user
+    return corpus
 
+
+async def evaluate(
+    client: httpx.AsyncClient, settings: Settings, set_dir: Path, *, k: int = 5
+) -> list[QuestionResult]:
+    return await ask(client, await ingest(client, settings, set_dir), set_dir, k=k)
+
+
+async def ask(
+    client: httpx.AsyncClient, corpus: Corpus, set_dir: Path, *, k: int = 5
+) -> list[QuestionResult]:
+    """Ask every question of the set, each in a new conversation, and score the answers."""
+    doc_names, owner, headers = corpus.doc_names, corpus.owner, corpus.headers
     results = []
     for line in (set_dir / "questions.jsonl").read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -142,11 +161,22 @@ async def evaluate(
 
 
 async def run(
-    set_dir: Path, settings: Settings, *, k: int = 5, verbose: bool = False
-) -> dict[str, float | int]:
-    """Evaluate on a throwaway embedded database unless DATABASE_URL is set."""
+    set_dir: Path,
+    settings: Settings,
+    *,
+    k: int = 5,
+    verbose: bool = False,
+    alternative: PromptSet | None = None,
+) -> dict[str, dict[str, float | int]]:
+    """Figures for the current prompts and, with `alternative`, for those prompts too:
+    {"current": {...}, "alternative": {...}}. The documents are ingested once, so both
+    answer the same questions over the same chunks.
+
+    Runs on a throwaway embedded database unless DATABASE_URL is set.
+    """
     from advocata_chat.app import create_app
 
+    figures: dict[str, dict[str, float | int]] = {}
     with tempfile.TemporaryDirectory(prefix="advocata-eval-") as tmp:
         if not settings.database_url:
             settings = settings.model_copy(update={"advocata_data_dir": Path(tmp)})
@@ -156,11 +186,39 @@ async def run(
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://eval", timeout=300
             ) as client:
-                results = await evaluate(client, settings, set_dir, k=k)
-    if verbose:
-        for r in results:
-            print(
-                f"{r.id} {r.kind:10} doc={r.doc_hit} snip={r.snippet_hit} "
-                f"kw={r.keyword_recall} abst={r.abstained} cited={r.cited_docs}"
-            )
-    return summarize(results)
+                corpus = await ingest(client, settings, set_dir)
+                rt = app.state.runtime
+                prompt_sets = {"current": rt.prompts}
+                if alternative is not None:
+                    prompt_sets["alternative"] = alternative
+                for label, prompts in prompt_sets.items():
+                    rt.prompts = prompts  # turns read rt.prompts[...] at every turn
+                    results = await ask(client, corpus, set_dir, k=k)
+                    if verbose:
+                        _print_results(label, results)
+                    figures[label] = summarize(results)
+    return figures
+
+
+def _print_results(label: str, results: list[QuestionResult]) -> None:
+    for r in results:
+        print(
+            f"[{label}] {r.id} {r.kind:10} doc={r.doc_hit} snip={r.snippet_hit} "
+            f"kw={r.keyword_recall} abst={r.abstained} cited={r.cited_docs}"
+        )
+
+
+def side_by_side(figures: dict[str, dict[str, float | int]]) -> str:
+    """A plain-text table: one row per metric, one column per prompts folder; rows whose
+    figures differ end with `*`."""
+    columns = list(figures)
+    names = ["metric", *figures[columns[0]]]
+    rows = [columns, *([str(figures[c][n]) for c in columns] for n in names[1:])]
+    width = max(len(n) for n in names)
+    col = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = []
+    for i, (name, row) in enumerate(zip(names, rows, strict=True)):
+        cells = "  ".join(f"{v:>{w}}" for v, w in zip(row, col, strict=True))
+        mark = "  *" if i and len(set(row)) > 1 else ""
+        lines.append(f"{name:<{width}}  {cells}{mark}")
+    return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 from langchain_core.embeddings import Embeddings
@@ -15,10 +16,12 @@ from advocata_chat import db
 from advocata_chat.config import Settings
 from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
-from advocata_chat.prompts import Prompt, load_prompts
+from advocata_chat.prompts import PromptError, PromptSet
 from advocata_chat.retrieval import SearchParams
 from advocata_chat.store import open_store
 from advocata_chat.templates import Template, load_templates
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,7 +30,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker
     llm: BaseChatModel
-    prompts: dict[str, Prompt]
+    prompts: PromptSet  # a Mapping: rt.prompts["chat"].template
     embeddings: Embeddings
     embedding_model: str
     store: PGVectorStore
@@ -57,7 +60,12 @@ async def start_runtime(
     embeddings: tuple[Embeddings, str, int] | None = None,
 ) -> Runtime:
     # Prompts first: a broken prompt file should stop the start before anything else.
-    prompts = load_prompts(settings.prompts_dir)
+    # In development, edits are picked up on the next lookup (see PromptSet).
+    try:
+        prompts = PromptSet(settings.prompts_dir, live=settings.advocata_env == "development")
+    except PromptError as e:
+        log.error("cannot start: the prompts in %s do not load: %s", settings.prompts_dir, e)
+        raise
     templates = load_templates(settings.prompts_dir / "templates")
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:

@@ -212,3 +212,20 @@ class ShareOut(BaseModel):
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     created_at: datetime
+
+
+class PromptOut(BaseModel):
+    name: str
+    sha256: str | None = Field(description="Version in use (file and its includes); null if none")
+    description: str
+    variables: list[str]
+    loaded_at: datetime | None = Field(description="When the version in use was loaded")
+    error: str | None = Field(
+        description="Why the file on disk is not in use (YAML error, wrong variables); "
+        "the last good version answers meanwhile"
+    )
+
+
+class PromptList(BaseModel):
+    live_reload: bool = Field(description="Edits take effect on the next message (development)")
+    prompts: list[PromptOut]

@@ -8,12 +8,10 @@ database connection while the model is generating.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from sqlalchemy import select, update
@@ -335,36 +333,6 @@ def model_failure(
     return ModelError("The language model failed. Your message is saved.", detail=detail)
 
 
-async def _deadlines(stream, rt: Runtime, *, answered: Callable[[Any], bool]):
-    """Re-yield a chain's stream, failing it when the first answer token is late or the
-    whole answer takes too long. A hung provider must not hold the turn forever."""
-    loop = asyncio.get_running_loop()
-    s = rt.settings
-    start = loop.time()
-    first_seen = False
-    chunks = stream.__aiter__()
-    try:
-        while True:
-            budget = s.openai_total_timeout_seconds
-            if not first_seen:
-                budget = min(budget, s.openai_first_token_timeout_seconds)
-            left = budget - (loop.time() - start)
-            try:
-                chunk = await asyncio.wait_for(anext(chunks), max(left, 0.001))
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                what = "the whole answer" if first_seen else "the first token"
-                raise ModelTimeout(
-                    f"The language model took longer than {budget:g} s for {what}."
-                ) from None
-            first_seen = first_seen or answered(chunk)
-            yield chunk
-    finally:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
-
-
 def _rag_chain(rt: Runtime, user_id: uuid.UUID):
     retriever = UserRetriever(
         engine=rt.engine,
@@ -499,27 +467,55 @@ async def run_turn(
             rt, start, rag=rag, prompts=["condense", "answer"] if rag else ["chat"]
         )
         store = dict(conversation_id=conversation_id, tracker=tracker, generation=generation)
+        loop = asyncio.get_running_loop()
+        first_budget = min(
+            rt.settings.openai_first_token_timeout_seconds, rt.settings.openai_total_timeout_seconds
+        )
+        end = loop.time() + rt.settings.openai_total_timeout_seconds
+        first_seen = False
         try:
-            if rag:
-                stream = _rag_chain(rt, user_id).astream(inputs, config=config)
-                async for chunk in _deadlines(
-                    stream, rt, answered=lambda c: bool("answer" in c and c["answer"].text)
-                ):
-                    if "packed" in chunk:
-                        sources = chunk["packed"]["sources"]
-                        if emit:
-                            await emit(
-                                {"type": "sources", "sources": [public_source(x) for x in sources]}
-                            )
-                    if "answer" in chunk:
-                        parts.append(chunk["answer"].text)
-            else:
-                if emit:
-                    await emit({"type": "sources", "sources": []})
-                chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
-                stream = chain.astream(inputs, config=config)
-                async for chunk in _deadlines(stream, rt, answered=lambda c: bool(c.text)):
-                    parts.append(chunk.text)
+            # A hung provider must not hold the turn forever: one deadline for the first
+            # token, another for the whole answer. asyncio.timeout tells its own
+            # cancellation apart from a user's cancel.
+            async with asyncio.timeout(first_budget) as deadline:
+                if rag:
+                    stream = _rag_chain(rt, user_id).astream(inputs, config=config)
+                    async for chunk in stream:
+                        if "packed" in chunk:
+                            sources = chunk["packed"]["sources"]
+                            if emit:
+                                await emit(
+                                    {
+                                        "type": "sources",
+                                        "sources": [public_source(x) for x in sources],
+                                    }
+                                )
+                        if "answer" in chunk:
+                            parts.append(chunk["answer"].text)
+                        if not first_seen and "".join(parts):
+                            first_seen = True
+                            deadline.reschedule(end)
+                else:
+                    if emit:
+                        await emit({"type": "sources", "sources": []})
+                    chain = build_chat_chain(llm=rt.llm, prompt=rt.prompts["chat"].template)
+                    async for chunk in chain.astream(inputs, config=config):
+                        parts.append(chunk.text)
+                        if not first_seen and chunk.text:
+                            first_seen = True
+                            deadline.reschedule(end)
+        except TimeoutError:
+            budget = rt.settings.openai_total_timeout_seconds if first_seen else first_budget
+            what = "the whole answer" if first_seen else "the first token"
+            timeout = ModelTimeout(f"The language model took longer than {budget:g} s for {what}.")
+            if parts:
+                await _store_answer(
+                    rt, text="".join(parts), status=MessageStatus.failed, sources=sources, **store
+                )
+                released = True
+            raise model_failure(
+                timeout, conversation_id=conversation_id, user_message_id=user_msg.id
+            ) from None
         except asyncio.CancelledError:
             # The user pressed stop: keep what was generated, marked as interrupted.
             stored = None
