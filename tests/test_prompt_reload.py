@@ -224,7 +224,7 @@ def test_an_alternative_folder_must_fill_the_same_variables(prompts):
         prompts / "chat.yaml",
         "variables: [question]\nmessages:\n  - role: human\n    content: '{question}'\n",
     )
-    with pytest.raises(PromptError, match=r"chat.yaml: .* lacks \['history'\]"):
+    with pytest.raises(PromptError, match=r"chat.yaml: .* lacks \['history', 'instructions'\]"):
         PromptSet(prompts, expected={n: p.variables for n, p in current.items()})
 
 
