@@ -121,6 +121,13 @@ async function loadPrompts() {
   return body.prompts;
 }
 
+// The versions that produced an answer are stored with it (message.generation.prompts).
+function storedVersions(message) {
+  const prompts = message && message.generation && message.generation.prompts;
+  if (!prompts) return null;
+  return Object.entries(prompts).map(([name, sha]) => `${name} ${short(sha)}`).join(" · ");
+}
+
 function promptVersions(names) {
   return names.map((name) => {
     const p = state.prompts.find((x) => x.name === name);
@@ -214,7 +221,7 @@ async function openConversation(id) {
       turn = turn || newTurn("");
       // Stored answers keep their citations but not the retrieved chunks.
       renderCitationsOnly(turn, m.citations || []);
-      finishTurn(turn, m, null);
+      finishTurn(turn, m, storedVersions(m));
       turn = null;
     }
   }
@@ -320,7 +327,7 @@ async function finishStreamedTurn(frame) {
   await loadPrompts().catch(() => {});
   const rag = turn.rag ?? (turn.sources || []).length > 0;
   const names = rag ? ["answer", "condense"] : ["chat"];
-  finishTurn(turn, frame.message, promptVersions(names));
+  finishTurn(turn, frame.message, storedVersions(frame.message) || promptVersions(names));
   renderSources(turn, frame.message.citations || []);
   setBusy(false);
   loadConversations().catch(() => {});
