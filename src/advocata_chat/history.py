@@ -23,6 +23,24 @@ def preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
+def message_cost(content: str) -> int:
+    return count_tokens(content) + 3  # the chat framing of one message
+
+
+def fit_window(newest_first: Sequence[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
+    """The longest run of the newest (role, content) pairs within `budget` tokens, oldest
+    first. It stops at the first message that does not fit, so the history never has gaps."""
+    window: list[tuple[str, str]] = []
+    for role, content in newest_first:
+        cost = message_cost(content)
+        if cost > budget:
+            break
+        budget -= cost
+        window.append((role, content))
+    window.reverse()
+    return window
+
+
 class PostgresChatHistory(BaseChatMessageHistory):
     """The bounded window of a conversation's messages, oldest first.
 
@@ -60,16 +78,7 @@ class PostgresChatHistory(BaseChatMessageHistory):
             query = query.where(Message.seq < self.before_seq)
         async with self.sessions() as s:
             rows = (await s.execute(query)).all()
-        window: list[BaseMessage] = []
-        budget = self.max_tokens
-        for role, content in rows:  # newest first
-            cost = count_tokens(content) + 3
-            if cost > budget:
-                break
-            budget -= cost
-            window.append(_TO_LC[Role(role)](content=content))
-        window.reverse()
-        return window
+        return [_TO_LC[Role(r)](content=c) for r, c in fit_window(rows, self.max_tokens)]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:
