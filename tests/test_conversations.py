@@ -73,6 +73,7 @@ async def test_pending_message_is_answered_by_reply_then_chat_continues(client, 
         "active_conversations": 1,
         "archived_conversations": 0,
         "deleted_conversations": 0,
+        "quota": {"limit": 2_000_000, "used": body["total_tokens"], "period_seconds": 86400},
     }
 
 

@@ -134,3 +134,50 @@ async def test_fallback_model_answers_when_the_main_one_fails(provider, stub, au
     assert r.status_code == 200, r.text
     assert [q["model"] for q in stub.state.requests if "messages" in q] == ["primary", "backup"]
     assert conv["messages"][-1]["content"].startswith("Ответ модели")
+
+
+async def test_message_rate_limit_is_429_with_retry_after(make_client, auth, alice):
+    h = auth(alice)
+    async with make_client(rate_messages_per_minute=2, ws=False) as client:
+        cid = (await client.post(CONV, json={"title": "t"}, headers=h)).json()["id"]
+        codes = []
+        for i in range(3):
+            r = await client.post(
+                f"{CONV}/{cid}/messages", json={"message_content": f"{i}"}, headers=h
+            )
+            codes.append(r.status_code)
+        assert codes == [200, 200, 429]
+        assert r.json()["code"] == "rate_limited" and 1 <= int(r.headers["retry-after"]) <= 60
+        conv = (await client.get(f"{CONV}/{cid}", headers=h)).json()
+        assert conv["messages_count"] == 4  # the refused message was not stored
+    # The count lives in PostgreSQL: a second app (another process) sees it.
+    async with make_client(rate_messages_per_minute=2, ws=False) as other:
+        r = await other.post(f"{CONV}/{cid}/messages", json={"message_content": "x"}, headers=h)
+        assert r.status_code == 429
+
+
+async def test_token_quota_is_enforced_before_the_model_and_reported(make_client, auth, alice):
+    h = auth(alice)
+    async with make_client(token_quota=100, ws=False) as client:
+        cid = (await client.post(CONV, json={"title": "t"}, headers=h)).json()["id"]
+        first = await client.post(
+            f"{CONV}/{cid}/messages", json={"message_content": "раз"}, headers=h
+        )
+        assert first.status_code == 200 and first.json()["total_tokens"] > 100
+        r = await client.post(f"{CONV}/{cid}/messages", json={"message_content": "два"}, headers=h)
+        assert r.status_code == 429 and r.json()["code"] == "quota_exceeded"
+        stats = (await client.get("/api/v1/chat/stats/tokens", headers=h)).json()
+        assert stats["quota"] == {
+            "limit": 100,
+            "used": first.json()["total_tokens"],
+            "period_seconds": 86400,
+        }
+
+
+async def test_upload_rate_limit(make_client, auth, alice):
+    h = auth(alice)
+    async with make_client(rate_uploads_per_hour=1, ws=False) as client:
+        ok = await client.post("/api/v1/documents", headers=h, files={"file": ("a.txt", b"one")})
+        again = await client.post("/api/v1/documents", headers=h, files={"file": ("b.txt", b"two")})
+        assert ok.status_code == 201 and again.status_code == 429
+        assert "retry-after" in again.headers

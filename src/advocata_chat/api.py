@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from advocata_chat import conversations, turns
+from advocata_chat import conversations, limits, turns
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
 from advocata_chat.models import ConversationStatus
 from advocata_chat.schemas import (
@@ -16,6 +16,7 @@ from advocata_chat.schemas import (
     ConversationPage,
     CreateConversation,
     ErrorBody,
+    Quota,
     Reply,
     SendMessage,
     TokenStats,
@@ -175,4 +176,10 @@ async def _sse(
 
 @router.get("/stats/tokens", response_model=TokenStats)
 async def token_stats(user: CurrentUser, rt: RuntimeDep):
-    return await conversations.token_stats(rt.sessions, user_id=user)
+    """Token use over all conversations (deleted ones included: tokens spent stay spent), and
+    the quota window."""
+    stats = await conversations.token_stats(rt.sessions, user_id=user)
+    period = rt.settings.token_quota_period_seconds
+    used = await limits.tokens_used(rt.sessions, user_id=user, period_seconds=period)
+    stats.quota = Quota(limit=rt.settings.token_quota, used=used, period_seconds=period)
+    return stats

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_title_chars: int = 200
     max_instructions_chars: int = 2000
     max_ws_frame_bytes: int = 64_000
+    rate_messages_per_minute: int = 30  # 0 disables
+    rate_uploads_per_hour: int = 60  # 0 disables
+    token_quota: int = 2_000_000  # tokens per period per user; 0 disables
+    token_quota_period_seconds: int = 24 * 3600
     turn_wait_seconds: float = 30.0  # how long a send waits for the previous turn to finish
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import undefer
 
+from advocata_chat import limits
 from advocata_chat.errors import NotFound, PayloadTooLarge
 from advocata_chat.extract import extract
 from advocata_chat.models import Document, DocumentStatus, utcnow
@@ -57,6 +58,13 @@ async def upload(
     limit = rt.settings.max_upload_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
+    await limits.hit(
+        rt.sessions,
+        user_id=user_id,
+        action="upload",
+        limit=rt.settings.rate_uploads_per_hour,
+        window_seconds=3600,
+    )
     digest = hashlib.sha256(data).hexdigest()
     existing = await _by_hash(rt, user_id=user_id, digest=digest)
     if existing is not None:

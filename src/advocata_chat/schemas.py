@@ -94,6 +94,12 @@ class ConversationPage(BaseModel):
     has_more: bool
 
 
+class Quota(BaseModel):
+    limit: int = Field(description="tokens per period; 0 means unlimited")
+    used: int
+    period_seconds: int
+
+
 class TokenStats(BaseModel):
     user_id: uuid.UUID
     total_tokens: int
@@ -101,6 +107,7 @@ class TokenStats(BaseModel):
     active_conversations: int
     archived_conversations: int
     deleted_conversations: int
+    quota: Quota | None = None
 
 
 class ErrorBody(BaseModel):

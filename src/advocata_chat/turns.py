@@ -16,6 +16,7 @@ from datetime import timedelta
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from sqlalchemy import select, update
 
+from advocata_chat import limits
 from advocata_chat.citations import extract_citations
 from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
@@ -431,6 +432,15 @@ async def run_turn(
     `sources`, `token` (through a LangChain callback on the answer model), and the final
     `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
     """
+    # Limits are checked before anything is stored or the model is called.
+    await limits.hit(
+        rt.sessions,
+        user_id=user_id,
+        action="message",
+        limit=rt.settings.rate_messages_per_minute,
+        window_seconds=60,
+    )
+    await limits.check_quota(rt.sessions, rt.settings, user_id=user_id)
     start = await _begin(
         rt,
         user_id=user_id,
