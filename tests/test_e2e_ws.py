@@ -160,7 +160,7 @@ async def test_disconnect_mid_stream_still_stores_the_whole_answer(
 def test_tokens_in_socket_urls_are_not_logged():
     import logging
 
-    from advocata_chat.app import RedactTokens
+    from advocata_chat.logs import RedactTokens
 
     record = logging.LogRecord(
         "uvicorn.error",

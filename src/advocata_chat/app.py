@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,44 +13,11 @@ from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, api_roadmap, db, documents, playground, ws
+from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
-
-
-class RedactTokens(logging.Filter):
-    """Keep JWTs passed as `?token=` (WebSocket) out of the access and connection logs."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
-
-
-def install_app_logging() -> None:
-    """Show the service's own INFO logs (prompt reloads, embedded database) next to uvicorn's,
-    unless the host process already configured logging (pytest, a logging config)."""
-    logger = logging.getLogger("advocata_chat")
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 class BodySizeLimit:
@@ -88,8 +54,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        install_log_redaction()
-        install_app_logging()
+        if not logging.getLogger().handlers:  # a worker process spawned by `serve --workers`
+            logs.configure(settings.log_format, settings.log_level)
+        logs.install_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
         app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
         await app.state.hub.start()
@@ -107,6 +74,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(logs.RequestId)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -39,13 +39,16 @@ def serve(
         db.migrate(url)
     os.environ["AUTO_MIGRATE"] = "false"
     get_settings.cache_clear()
+    from advocata_chat import logs
+
+    logs.configure(settings.log_format, settings.log_level)
     uvicorn.run(
         "advocata_chat.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_config=None,  # logs.configure below: JSON lines with request ids
     )
 
 

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     advocata_data_dir: Path = Path(".advocata")
     prompts_dir: Path = PROJECT_ROOT / "prompts"
     auto_migrate: bool = True
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "info"
 
     # Database: empty means "start the embedded PostgreSQL in ADVOCATA_DATA_DIR".
     database_url: str | None = None
