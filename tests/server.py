@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -25,19 +26,20 @@ class Server:
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             environment.pop(name, None)
         environment.update(env)
+        # Logs go to a file: an unread pipe fills up and then blocks the server.
+        self.log = tempfile.NamedTemporaryFile(prefix="advocata-server-", suffix=".log")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "advocata_chat.cli", "serve", "--port", str(self.port)],
             env=environment,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=self.log,
         )
 
     def wait_ready(self, timeout: float = 30) -> Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+                raise RuntimeError(f"server exited: {self.logs()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
@@ -46,9 +48,14 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError("server did not become ready")
 
+    def logs(self) -> str:
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()

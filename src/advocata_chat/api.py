@@ -51,7 +51,7 @@ async def list_conversations(
     rt: RuntimeDep,
     status: ConversationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ):
     return await conversations.list_page(
         rt.sessions, user_id=user, status=status, limit=limit, offset=offset

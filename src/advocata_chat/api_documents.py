@@ -52,9 +52,9 @@ async def upload_document(
     doc, created = await documents.upload(
         rt,
         user_id=user,
-        filename=file.filename or "",
+        filename=(file.filename or "").replace("\x00", ""),
         data=data,
-        title=(title or "").strip() or None,
+        title=(title or "").replace("\x00", "").strip() or None,
         wait=wait,
     )
     if not created:
@@ -67,7 +67,7 @@ async def list_documents(
     user: CurrentUser,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ):
     return await documents.list_page(rt, user_id=user, limit=limit, offset=offset)
 

@@ -31,7 +31,7 @@ from advocata_chat.templates import Template
 
 
 def check_message(settings: Settings, text: str, *, field: str = "message_content") -> str:
-    text = text.strip()
+    text = text.replace("\x00", "").strip()
     if not text:
         raise InvalidInput("Message must not be empty", detail=[{"loc": ["body", field]}])
     if len(text) > settings.max_message_chars:

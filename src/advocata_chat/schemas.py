@@ -6,9 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+def _no_nul(value: object) -> object:
+    # PostgreSQL text cannot hold NUL characters; they carry no meaning in a message anyway.
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+Text = Annotated[str, BeforeValidator(_no_nul)]
+NonBlank = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class CreateConversation(BaseModel):
@@ -33,7 +40,7 @@ class Reply(BaseModel):
 
 class UpdateConversation(BaseModel):
     title: NonBlank | None = None
-    instructions: str | None = Field(None, description="Set the instruction; empty clears it")
+    instructions: Text | None = Field(None, description="Set the instruction; empty clears it")
     status: Literal["active", "archived"] | None = Field(
         None, description="Archive or unarchive; also restores a deleted conversation"
     )
@@ -186,7 +193,7 @@ class EditMessage(BaseModel):
 
 class FeedbackIn(BaseModel):
     rating: Literal["up", "down"]
-    comment: str | None = Field(None, max_length=2000)
+    comment: Text | None = Field(None, max_length=2000)
 
 
 class FeedbackOut(BaseModel):
