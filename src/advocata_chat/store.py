@@ -136,6 +136,66 @@ async def _store(engine: AsyncEngine, embeddings: Embeddings) -> PGVectorStore:
     )
 
 
+# One statement per batch of chunks. PGVectorStore.aadd_embeddings inserts row by row with a
+# commit each, which made database writes the largest share of ingestion (bench/ingest.py).
+# Same columns and upsert as PGVectorStore, so re-indexing a document overwrites its chunks.
+_INSERT = f"""
+INSERT INTO {TABLE} (id, content, embedding, content_tsv, langchain_metadata, user_id,
+                     document_id, chunk_index, start_char, end_char, page, title)
+SELECT t.id, t.content, CAST(t.embedding AS vector), to_tsvector('{TSV_LANG}', t.content),
+       CAST('{{}}' AS json), :user_id, :document_id, t.chunk_index, t.start_char, t.end_char,
+       t.page, :title
+FROM unnest(CAST(:ids AS uuid[]), CAST(:contents AS text[]), CAST(:embeddings AS text[]),
+            CAST(:chunk_indexes AS int[]), CAST(:starts AS int[]), CAST(:ends AS int[]),
+            CAST(:pages AS int[]))
+     AS t(id, content, embedding, chunk_index, start_char, end_char, page)
+ON CONFLICT (id) DO UPDATE SET
+    content = EXCLUDED.content, embedding = EXCLUDED.embedding,
+    content_tsv = EXCLUDED.content_tsv, langchain_metadata = EXCLUDED.langchain_metadata,
+    user_id = EXCLUDED.user_id, document_id = EXCLUDED.document_id,
+    chunk_index = EXCLUDED.chunk_index, start_char = EXCLUDED.start_char,
+    end_char = EXCLUDED.end_char, page = EXCLUDED.page, title = EXCLUDED.title
+"""
+
+
+@dataclass
+class ChunkRow:
+    id: uuid.UUID
+    content: str
+    embedding: list[float]
+    chunk_index: int
+    start: int
+    end: int
+    page: int | None
+
+
+async def add_chunks(
+    engine: AsyncEngine,
+    *,
+    user_id: uuid.UUID,
+    document_id: uuid.UUID,
+    title: str,
+    rows: list[ChunkRow],
+) -> None:
+    """Insert (or overwrite) one document's chunks in a single statement."""
+    if not rows:
+        return
+    params = {
+        "user_id": user_id,
+        "document_id": document_id,
+        "title": title,
+        "ids": [r.id for r in rows],
+        "contents": [r.content for r in rows],
+        "embeddings": [str([float(x) for x in r.embedding]) for r in rows],
+        "chunk_indexes": [r.chunk_index for r in rows],
+        "starts": [r.start for r in rows],
+        "ends": [r.end for r in rows],
+        "pages": [r.page for r in rows],
+    }
+    async with engine.begin() as conn:
+        await conn.execute(text(_INSERT), params)
+
+
 async def drop_store(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE IF EXISTS {TABLE}"))
