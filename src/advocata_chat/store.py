@@ -252,9 +252,13 @@ async def vector_search(
 # says "договор". The query's lexemes are OR-ed, so a question need not match every word,
 # and stems of 5+ letters match as prefixes ("установ" finds "установк"), because the
 # stemmer does not always bring a verb and its noun to one stem.
+# Speed (bench/retrieval.py): a lexeme can only match a term with the same first five
+# letters (shorter terms match exactly, longer ones as prefixes), so lexemes join terms by
+# hash on that key instead of testing every pair; df comes from the tf rows (a document
+# has a term exactly when it has a tf row for it); float8 rather than numeric arithmetic.
 _BM25 = f"""
 WITH terms AS (
-    SELECT DISTINCT lex, length(lex) >= 5 AS pre
+    SELECT DISTINCT lex, length(lex) >= 5 AS pre, left(lex, 5) AS key
     FROM unnest(tsvector_to_array(to_tsvector('{TSV_LANG}', :q))) AS lex
 ),
 query AS (
@@ -265,22 +269,19 @@ query AS (
 mine AS (
     SELECT id, content_tsv, length(content_tsv) AS dl FROM {TABLE} WHERE user_id = :user_id
 ),
-stats AS (SELECT count(*) AS n, greatest(avg(dl), 1) AS avgdl FROM mine),
-df AS (
-    SELECT t.lex, count(m.id) AS df
-    FROM terms t JOIN mine m ON m.content_tsv @@ to_tsquery(
-        'simple', quote_literal(t.lex) || CASE WHEN t.pre THEN ':*' ELSE '' END)
-    GROUP BY t.lex
-),
+stats AS (SELECT count(*)::float8 AS n, greatest(avg(dl), 1)::float8 AS avgdl FROM mine),
 tf AS (
-    SELECT m.id, m.dl, t.lex, sum(coalesce(array_length(u.positions, 1), 1)) AS tf
+    SELECT m.id, m.dl::float8 AS dl, t.lex,
+           sum(coalesce(array_length(u.positions, 1), 1))::float8 AS tf
     FROM mine m
     CROSS JOIN query q
     CROSS JOIN LATERAL unnest(m.content_tsv) AS u
-    JOIN terms t ON CASE WHEN t.pre THEN starts_with(u.lexeme, t.lex) ELSE u.lexeme = t.lex END
+    JOIN terms t ON t.key = left(u.lexeme, 5)
+     AND CASE WHEN t.pre THEN starts_with(u.lexeme, t.lex) ELSE u.lexeme = t.lex END
     WHERE m.content_tsv @@ q.tsq
     GROUP BY m.id, m.dl, t.lex
 ),
+df AS (SELECT lex, count(*)::float8 AS df FROM tf GROUP BY lex),
 scored AS (
     SELECT tf.id, sum(
         ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
