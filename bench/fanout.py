@@ -70,16 +70,30 @@ def cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
+async def open_all(server: Server, convs) -> list:
+    sockets = []
+    for first in range(0, len(convs), 100):  # in waves, so the accept backlog never overflows
+        sockets += await asyncio.gather(
+            *(open_socket(server.ws_url, c, u) for c, u in convs[first : first + 100])
+        )
+    return sockets
+
+
+async def idle_memory(server: Server, convs) -> float:
+    """KiB of server memory per open idle socket, on a fresh server (RSS does not shrink
+    after a run, so a later measurement would reuse freed memory and read too low)."""
+    proc = psutil.Process(server.proc.pid)
+    before = proc.memory_info().rss
+    sockets = await open_all(server, convs)
+    await asyncio.sleep(0.5)
+    per_socket = (proc.memory_info().rss - before) / len(convs) / 1024
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return per_socket
+
+
 async def one_size(server: Server, convs, n: int, tokens: int) -> list:
     proc = psutil.Process(server.proc.pid)
-    rss_before = proc.memory_info().rss
-    sockets = []
-    for first in range(0, n, 100):  # connect in waves so the accept backlog never overflows
-        sockets += await asyncio.gather(
-            *(open_socket(server.ws_url, c, u) for c, u in convs[first : min(n, first + 100)])
-        )
-    await asyncio.sleep(0.5)
-    per_socket = (proc.memory_info().rss - rss_before) / n / 1024
+    sockets = await open_all(server, convs)
     delays: list[float] = []
     cpu_before = cpu(proc)
     started = time.perf_counter()
@@ -103,12 +117,12 @@ async def one_size(server: Server, convs, n: int, tokens: int) -> list:
         median(delays) * 1000,
         pct(delays, 95) * 1000,
         cpu_used / max(delivered, 1) * 1e6,
-        per_socket,
+        proc.memory_info().rss / 2**20,
     ]
     print(
         f"N={n}: {delivered} tokens in {wall:.1f} s = {delivered / wall:.0f} tokens/s, delay p50 "
         f"{row[6]:.0f} ms p95 {row[7]:.0f} ms, server CPU {row[8]:.0f} µs/token, "
-        f"{per_socket:.0f} KiB/socket, errors {len(errors)}",
+        f"server RSS {row[9]:.0f} MiB, errors {len(errors)}",
         flush=True,
     )
     return row
@@ -124,6 +138,8 @@ async def main(url: str, sizes=(100, 500, 1000), tokens: int = 300) -> list[str]
         ws = await open_socket(server.ws_url, *convs[-1])  # warm-up turn
         assert await stream(ws, tokens, []) is None
         await ws.close()
+        per_socket = await idle_memory(server, convs[: max(sizes)])
+        print(f"{per_socket:.1f} KiB of server memory per open idle socket", flush=True)
         at = 0
         for n in sizes:
             rows.append(await one_size(server, convs[at : at + n], n, tokens))
@@ -138,9 +154,13 @@ async def main(url: str, sizes=(100, 500, 1000), tokens: int = 300) -> list[str]
         "delay p50 ms",
         "delay p95 ms",
         "server CPU µs/token",
-        "KiB/socket",
+        "server RSS MiB",
     ]
-    return [table(f"Fan-out, {tokens}-token answers, one server process", header, rows)]
+    title = (
+        f"Fan-out, {tokens}-token answers, one server process "
+        f"({per_socket:.0f} KiB per open idle socket, {max(sizes)} open)"
+    )
+    return [table(title, header, rows)]
 
 
 if __name__ == "__main__":
