@@ -114,6 +114,8 @@ def main() -> None:
         access_log=False,
         ws_max_queue=1024,
         backlog=4096,
+        # Longer than any phase of a run, so the client never reuses a closed connection.
+        timeout_keep_alive=300,
     )
 
 

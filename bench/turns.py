@@ -108,14 +108,18 @@ def rest_worker(client: httpx.AsyncClient, pool: Pool, *, floor: bool, use_rag: 
                     return
                 q = QUESTIONS[i % len(QUESTIONS)]
                 t = time.perf_counter()
-                if floor:
-                    r = await client.post(f"/floor/{cid}/{user}", json={"message_content": q})
-                else:
-                    r = await client.post(
-                        f"/api/v1/chat/conversations/{cid}/messages",
-                        json={"message_content": q, "use_rag": use_rag},
-                        headers=headers,
-                    )
+                try:
+                    if floor:
+                        r = await client.post(f"/floor/{cid}/{user}", json={"message_content": q})
+                    else:
+                        r = await client.post(
+                            f"/api/v1/chat/conversations/{cid}/messages",
+                            json={"message_content": q, "use_rag": use_rag},
+                            headers=headers,
+                        )
+                except httpx.TransportError:
+                    yield None  # counted as an error
+                    continue
                 yield time.perf_counter() - t if r.status_code == 200 else None
 
     return worker
