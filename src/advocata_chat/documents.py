@@ -20,7 +20,7 @@ from advocata_chat.models import Document, DocumentStatus, utcnow
 from advocata_chat.runtime import Runtime
 from advocata_chat.schemas import DocumentOut, DocumentPage
 from advocata_chat.splitter import Span, split
-from advocata_chat.store import TABLE
+from advocata_chat.store import TABLE, ChunkRow, add_chunks
 
 log = logging.getLogger(__name__)
 
@@ -153,20 +153,21 @@ async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
         for first in range(0, len(texts), EMBED_BATCH):
             batch = texts[first : first + EMBED_BATCH]
             vectors = await rt.embeddings.aembed_documents(batch)
-            metadatas = [
-                {
-                    "user_id": user_id,
-                    "document_id": document_id,
-                    "chunk_index": first + i,
-                    "start_char": spans[first + i].start,
-                    "end_char": spans[first + i].end,
-                    "page": _page_of(pages, spans[first + i].start),
-                    "title": title,
-                }
-                for i in range(len(batch))
+            rows = [
+                ChunkRow(
+                    id=chunk_id(document_id, first + i),
+                    content=content,
+                    embedding=vector,
+                    chunk_index=first + i,
+                    start=spans[first + i].start,
+                    end=spans[first + i].end,
+                    page=_page_of(pages, spans[first + i].start),
+                )
+                for i, (content, vector) in enumerate(zip(batch, vectors, strict=True))
             ]
-            ids = [str(chunk_id(document_id, first + i)) for i in range(len(batch))]
-            await rt.store.aadd_embeddings(batch, vectors, metadatas=metadatas, ids=ids)
+            await add_chunks(
+                rt.engine, user_id=user_id, document_id=document_id, title=title, rows=rows
+            )
         await _set_status(rt, document_id, DocumentStatus.ready, chunk_count=len(texts))
     except Exception as exc:  # any failure leaves the document failed, with its reason
         log.exception("indexing document %s failed", document_id)

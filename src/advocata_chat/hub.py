@@ -26,8 +26,14 @@ MAX_PAYLOAD = 7000  # NOTIFY payloads are limited to 8000 bytes
 FLUSH_SECONDS = 0.02
 
 
+# One encoder for every frame: json.dumps with options builds a new encoder per call,
+# and this runs once per streamed token.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+TOKEN_PREFIX = '{"type":"token"'
+
+
 def dumps(event: dict[str, Any]) -> str:
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(event)
 
 
 class Hub:
@@ -115,8 +121,10 @@ class Hub:
                         while not self._outbox.empty():
                             batch.append(self._outbox.get_nowait())
                         payloads = self._pack(batch)
+                        # Binary parameters (%b): the text-format array dumper escapes
+                        # every payload with a regex, which cost more than the NOTIFY.
                         await conn.execute(
-                            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                            "SELECT pg_notify(%b, p) FROM unnest(%b::text[]) AS p",
                             (CHANNEL, payloads),
                         )
             except asyncio.CancelledError:
@@ -126,20 +134,29 @@ class Hub:
                 await asyncio.sleep(1)
 
     def _pack(self, batch: list[tuple[str, str]]) -> list[str]:
-        # Merge consecutive token frames of one conversation into one delta.
-        merged: list[tuple[str, str]] = []
+        # Merge each conversation's run of token frames into one delta (order is kept per
+        # conversation: any other event of it ends the run). Linear in the batch size.
+        runs: list[tuple[str, str | list[str]]] = []
+        open_runs: dict[str, list[str]] = {}
         for conversation, text in batch:
-            if (
-                merged
-                and merged[-1][0] == conversation
-                and text.startswith('{"type":"token"')
-                and merged[-1][1].startswith('{"type":"token"')
-            ):
-                prev = json.loads(merged[-1][1])
-                prev["delta"] += json.loads(text)["delta"]
-                merged[-1] = (conversation, dumps(prev))
+            if text.startswith(TOKEN_PREFIX):
+                run = open_runs.get(conversation)
+                if run is None:
+                    run = open_runs[conversation] = []
+                    runs.append((conversation, run))
+                run.append(text)
             else:
-                merged.append((conversation, text))
+                open_runs.pop(conversation, None)
+                runs.append((conversation, text))
+        merged: list[tuple[str, str]] = []
+        for conversation, item in runs:
+            if isinstance(item, list):
+                if len(item) == 1:
+                    item = item[0]
+                else:
+                    delta = "".join(json.loads(t)["delta"] for t in item)
+                    item = dumps({"type": "token", "delta": delta})
+            merged.append((conversation, item))
         payloads = []
         for conversation, text in merged:
             envelope = {"o": self.origin, "c": conversation}

@@ -100,6 +100,8 @@ class UsageTracker(AsyncCallbackHandler):
     so streamed and non-streamed answers are accounted the same way.
     """
 
+    run_inline = True  # no task per streamed token (see TokenEmitter)
+
     def __init__(self) -> None:
         self.prompt_tokens = 0
         self.completion_tokens = 0

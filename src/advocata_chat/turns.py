@@ -77,6 +77,10 @@ class TokenEmitter(AsyncCallbackHandler):
     Only runs tagged `answer` count: the condense step's tokens are not the answer.
     """
 
+    # Awaited in place: otherwise LangChain wraps every token's callback in its own task,
+    # which was the largest per-token cost in bench/fanout.py.
+    run_inline = True
+
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
 
