@@ -19,6 +19,13 @@ app = typer.Typer(
 )
 
 
+def _quiet_logs() -> None:
+    """Command-line tools print their own output; only warnings from the service."""
+    from advocata_chat import logs
+
+    logs.configure("text", "warning")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -93,6 +100,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files to upload", exists=True)],
 ) -> None:
     """Upload and index documents for a user, as the API does, with a progress bar."""
+    _quiet_logs()
     import asyncio
 
     from rich.progress import Progress
@@ -137,6 +145,7 @@ def ingest(
 @app.command()
 def reindex() -> None:
     """Rebuild the chunk index with the configured embedder, from the stored document text."""
+    _quiet_logs()
     import asyncio
 
     from advocata_chat import documents, store
@@ -175,6 +184,7 @@ def evaluate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per question")] = False,
 ) -> None:
     """Score retrieval, citations, answers, abstention and cross-user leakage."""
+    _quiet_logs()
     import asyncio
 
     from advocata_chat.evaluation import run, side_by_side
