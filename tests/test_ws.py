@@ -124,7 +124,7 @@ async def test_token_in_header_and_matching_user_id_are_accepted(make_client, au
 async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(
     make_client, auth, token, alice
 ):
-    async with make_client(max_ws_frame_bytes=2000) as client:
+    async with make_client(max_ws_frame_bytes=2000, max_ws_frames_per_second=0) as client:
         cid = await new_conversation(client, auth(alice))
         async with aconnect_ws(url(cid, token(alice)), client) as ws:
             await recv(ws)
@@ -296,3 +296,26 @@ async def test_sse_streams_the_same_events(make_client, auth, alice):
             headers={**h, "Accept": "text/event-stream"},
         )
         assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+async def test_socket_limits_frames_per_second_and_sockets_per_user(
+    make_client, auth, token, alice
+):
+    async with make_client(max_ws_frames_per_second=3, max_sockets_per_user=1) as client:
+        cid = await new_conversation(client, auth(alice))
+        async with aconnect_ws(url(cid, token(alice)), client) as ws:
+            await recv(ws)
+            for _ in range(6):
+                await ws.send_text(json.dumps({"type": "ping"}))
+            replies = [await recv(ws) for _ in range(6)]
+            assert {"type": "pong"} in replies
+            assert any(r.get("code") == "rate_limited" for r in replies)
+            async with aconnect_ws(url(cid, token(alice)), client) as second:
+                frame = await recv(second)
+                assert frame["code"] == "too_many_sockets"
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    await second.receive_text()
+                assert closed.value.code == 4429
+        # Closing the first socket frees the slot.
+        async with aconnect_ws(url(cid, token(alice)), client) as ws:
+            assert (await recv(ws))["type"] == "connected"

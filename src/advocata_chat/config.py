@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_title_chars: int = 200
     max_instructions_chars: int = 2000
     max_ws_frame_bytes: int = 64_000
+    max_ws_frames_per_second: float = 10.0  # 0 disables
+    max_sockets_per_user: int = 20  # per server process; 0 disables
     rate_messages_per_minute: int = 30  # 0 disables
     rate_uploads_per_hour: int = 60  # 0 disables
     token_quota: int = 2_000_000  # tokens per period per user; 0 disables

@@ -45,6 +45,8 @@ class Hub:
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._parts: dict[str, list[str | None]] = {}
+        # Open sockets per user in this process (MAX_SOCKETS_PER_USER applies per process).
+        self.sockets: dict[uuid.UUID, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:

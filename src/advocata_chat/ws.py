@@ -1,7 +1,7 @@
 """The chat WebSocket: the seed's protocol plus streaming frames.
 
 Close codes: 4401 authentication failed, 4404 no such conversation (or not yours), 4400
-user_id in the URL does not match the token.
+user_id in the URL does not match the token, 4429 too many open sockets for this user.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 
 from fastapi import APIRouter, WebSocket
@@ -25,6 +26,34 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+
+
+CLOSE_TOO_MANY = 4429
+
+
+class TooManySockets(AppError):
+    status_code = 429
+    code = "too_many_sockets"
+
+
+class TokenBucket:
+    """Frames per second a socket may send, with a burst of the same size."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class UserMismatch(AppError):
@@ -66,6 +95,14 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
         await ws.close(code=code, reason=exc.message[:120])
         return
 
+    limit = rt.settings.max_sockets_per_user
+    if limit and hub.sockets.get(user, 0) >= limit:
+        exc = TooManySockets(f"Too many open sockets: the limit is {limit} per user")
+        await ws.send_text(dumps(error_frame(exc)))
+        await ws.close(code=CLOSE_TOO_MANY, reason=exc.message)
+        return
+    hub.sockets[user] = hub.sockets.get(user, 0) + 1
+
     # One writer per socket: hub events and direct replies share this queue.
     outbox: asyncio.Queue[str] = asyncio.Queue()
     hub.subscribe(cid, outbox)
@@ -73,6 +110,7 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
         dumps({"type": "connected", "conversation_id": str(cid), "message": "Connected to chat"})
     )
     writer = asyncio.create_task(_write(ws, outbox))
+    bucket = TokenBucket(rt.settings.max_ws_frames_per_second)
     try:
         while True:
             message = await ws.receive()
@@ -81,10 +119,16 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
             raw = message.get("text")
             if raw is None:
                 raw = (message.get("bytes") or b"").decode("utf-8", "replace")
-            frame = _handle(ws, rt, hub, user, cid, raw)
+            if not bucket.take():
+                frame = _bad("Too many frames; slow down", "rate_limited")
+            else:
+                frame = _handle(ws, rt, hub, user, cid, raw)
             if frame is not None:
                 outbox.put_nowait(dumps(frame))
     finally:
+        hub.sockets[user] -= 1
+        if not hub.sockets[user]:
+            del hub.sockets[user]
         hub.unsubscribe(cid, outbox)
         writer.cancel()
         with contextlib.suppress(BaseException):
