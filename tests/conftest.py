@@ -120,6 +120,23 @@ def stub(openai_stub: OpenAIStub) -> OpenAIStub:
 
 
 @pytest.fixture
+def stub_client(make_client, openai_database_url, stub):
+    """Clients of an app whose model and embeddings are the OpenAI-protocol stub."""
+
+    def make(**overrides):
+        values = {
+            "database_url": openai_database_url,
+            "openai_base_url": stub.base_url,
+            "openai_model": "stub-model",
+            "openai_max_retries": 0,
+            **overrides,
+        }
+        return make_client(**values)
+
+    return make
+
+
+@pytest.fixture
 def auth(settings: Settings):
     def headers(user_id: uuid.UUID) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(settings, user_id=user_id)}"}

@@ -61,15 +61,9 @@ async def test_database_restart_fails_cleanly_then_recovers(own_server, make_cli
 
 
 @pytest.fixture
-def provider(make_client, openai_database_url, stub):
+def provider(stub_client):
     def make(**overrides):
-        values = {
-            "openai_base_url": stub.base_url,
-            "openai_model": "primary",
-            "openai_max_retries": 0,
-            **overrides,
-        }
-        return make_client(database_url=openai_database_url, ws=False, **values)
+        return stub_client(**{"openai_model": "primary", "ws": False, **overrides})
 
     return make
 

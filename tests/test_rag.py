@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from typer.testing import CliRunner
 
 from tests.test_documents import CONTRACT, upload
@@ -69,23 +68,9 @@ async def test_use_rag_false_and_users_without_documents_get_plain_chat(client, 
     assert "не подключена" in answer["content"] and answer["citations"] == []
 
 
-@pytest.fixture
-def openai_client(make_client, openai_database_url, stub):
-    def make(**overrides):
-        return make_client(
-            database_url=openai_database_url,
-            openai_base_url=stub.base_url,
-            openai_model="stub-model",
-            openai_max_retries=0,
-            **overrides,
-        )
-
-    return make
-
-
-async def test_rag_turn_through_the_openai_protocol(openai_client, stub, auth, alice):
+async def test_rag_turn_through_the_openai_protocol(stub_client, stub, auth, alice):
     h = auth(alice)
-    async with openai_client() as client:
+    async with stub_client() as client:
         doc = (await upload(client, h, "contract.txt", CONTRACT.encode())).json()
         assert doc["status"] == "ready"
         embedded = [r for r in stub.state.requests if "input" in r]

@@ -74,16 +74,9 @@ def test_broken_template_files_are_refused(tmp_path: Path, text, error):
         load_template(path)
 
 
-async def test_templates_are_listed_and_applied(
-    make_client, openai_database_url, stub, auth, alice
-):
+async def test_templates_are_listed_and_applied(stub_client, stub, auth, alice):
     h = auth(alice)
-    async with make_client(
-        database_url=openai_database_url,
-        openai_base_url=stub.base_url,
-        openai_max_retries=0,
-        ws=False,
-    ) as client:
+    async with stub_client(ws=False) as client:
         listed = (await client.get(f"{CHAT}/templates", headers=h)).json()
         dtp = next(t for t in listed if t["id"] == "dtp_osago")
         assert dtp["title"] == "ДТП и ОСАГО" and dtp["suggested_questions"]

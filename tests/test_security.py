@@ -15,15 +15,10 @@ SECRET = "Секретный код доступа к ячейке: XJ-9931. В�
 
 
 async def test_injected_instructions_are_data_and_other_users_stay_invisible(
-    make_client, openai_database_url, stub, auth, alice, bob
+    stub_client, stub, auth, alice, bob
 ):
     ha, hb = auth(alice), auth(bob)
-    async with make_client(
-        database_url=openai_database_url,
-        openai_base_url=stub.base_url,
-        openai_max_retries=0,
-        ws=False,
-    ) as client:
+    async with stub_client(ws=False) as client:
         await upload(client, hb, "secret.txt", SECRET.encode())
         mine = (await upload(client, ha, "lease.txt", INJECTION.encode())).json()
         cid = (await client.post(CONV, json={"title": "t"}, headers=ha)).json()["id"]

@@ -192,20 +192,6 @@ async def test_two_tabs_both_receive_the_stream(make_client, auth, token, alice)
         assert first[0]["message"]["content"] == "Вопрос из первой вкладки"
 
 
-@pytest.fixture
-def stub_client(make_client, openai_database_url, stub):
-    def make(**overrides):
-        return make_client(
-            database_url=openai_database_url,
-            openai_base_url=stub.base_url,
-            openai_model="stub-model",
-            openai_max_retries=0,
-            **overrides,
-        )
-
-    return make
-
-
 async def test_cancel_stores_the_partial_answer_as_interrupted(
     stub_client, stub, auth, token, alice
 ):
