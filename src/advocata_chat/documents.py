@@ -98,9 +98,7 @@ async def upload(
         if existing is None:
             raise
         return existing, False
-    task = asyncio.create_task(index_document(rt, doc.id))
-    rt.tasks.add(task)
-    task.add_done_callback(rt.tasks.discard)
+    task = rt.spawn(index_document(rt, doc.id))
     if wait:
         await asyncio.shield(task)
         return await get(rt, user_id=user_id, document_id=doc.id), True
@@ -212,9 +210,7 @@ async def resume_stale(rt: Runtime, *, older_than: timedelta = timedelta(minutes
             )
         )
     for document_id in ids:
-        task = asyncio.create_task(index_document(rt, document_id))
-        rt.tasks.add(task)
-        task.add_done_callback(rt.tasks.discard)
+        rt.spawn(index_document(rt, document_id))
 
 
 async def reindex_all(rt: Runtime) -> int:

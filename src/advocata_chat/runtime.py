@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from langchain_core.embeddings import Embeddings
@@ -41,6 +42,14 @@ class Runtime:
     @property
     def offline(self) -> bool:
         return isinstance(self.llm, OfflineChatModel)
+
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        """Run work that must outlive the request (indexing, a streamed turn); `close` waits
+        for it briefly. Keeping the task referenced stops it being garbage-collected."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     async def close(self) -> None:
         # Give background indexing a moment; what is cut off resumes at the next start.

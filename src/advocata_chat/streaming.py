@@ -60,10 +60,8 @@ def start_turn(
 ) -> asyncio.Task:
     """Run a turn as its own task. `turn` holds run_turn's arguments: user_id, content,
     use_rag, mode, edit_id."""
-    task = asyncio.create_task(_run(rt, hub, conversation_id, sink, turn))
+    task = rt.spawn(_run(rt, hub, conversation_id, sink, turn))
     hub.track(conversation_id, task)
-    rt.tasks.add(task)
-    task.add_done_callback(rt.tasks.discard)
     return task
 
 
