@@ -53,13 +53,14 @@ async def hit(
         count = await s.scalar(
             _HIT, {"user_id": user_id, "action": action, "window_start": window_start}
         )
-        # Old windows are useless; drop this user's as we go.
-        await s.execute(
-            text(
-                "DELETE FROM rate_counters WHERE user_id = :u AND action = :a AND window_start < :w"
-            ),
-            {"u": user_id, "a": action, "w": window_start},
-        )
+        if count == 1:  # first hit of a new window: drop this user's old ones
+            await s.execute(
+                text(
+                    "DELETE FROM rate_counters "
+                    "WHERE user_id = :u AND action = :a AND window_start < :w"
+                ),
+                {"u": user_id, "a": action, "w": window_start},
+            )
     if count > limit:
         retry = max(1, math.ceil(start + window_seconds - now.timestamp()))
         raise RateLimited(

@@ -436,15 +436,18 @@ async def run_turn(
     `sources`, `token` (through a LangChain callback on the answer model), and the final
     `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
     """
-    # Limits are checked before anything is stored or the model is called.
-    await limits.hit(
-        rt.sessions,
-        user_id=user_id,
-        action="message",
-        limit=rt.settings.rate_messages_per_minute,
-        window_seconds=60,
+    # Limits are checked before anything is stored or the model is called (concurrently:
+    # two short queries on two connections cost one round trip of latency).
+    await asyncio.gather(
+        limits.hit(
+            rt.sessions,
+            user_id=user_id,
+            action="message",
+            limit=rt.settings.rate_messages_per_minute,
+            window_seconds=60,
+        ),
+        limits.check_quota(rt.sessions, rt.settings, user_id=user_id),
     )
-    await limits.check_quota(rt.sessions, rt.settings, user_id=user_id)
     start = await _begin(
         rt,
         user_id=user_id,
