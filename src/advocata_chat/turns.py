@@ -1,31 +1,25 @@
-"""One chat turn: store the user's message, run the chain, store the answer.
-
-Turns on one conversation are serialised by a lease on the conversation row
-(`turn_lock_until`), so history never interleaves, across processes, without holding a
-database connection while the model is generating.
-"""
+"""One chat turn: take the conversation's turn (lease.py), run the chain, store the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
-from sqlalchemy import select, update
+from langchain_core.callbacks import BaseCallbackHandler
+from sqlalchemy import update
 
 from advocata_chat import limits
 from advocata_chat.citations import extract_citations
-from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
-from advocata_chat.errors import Conflict, ModelError, ModelTimeout, ModelUnavailable, NotFound
+from advocata_chat.errors import ModelError, ModelTimeout, ModelUnavailable
+from advocata_chat.frames import Emit, TokenEmitter, final_frame, message_json, public_source
 from advocata_chat.history import PostgresChatHistory, preview
+from advocata_chat.lease import TurnStart, begin_turn, release_turn
 from advocata_chat.llm import UsageTracker, model_name
 from advocata_chat.models import (
     Conversation,
-    ConversationStatus,
     Message,
     MessageStatus,
     Role,
@@ -33,7 +27,6 @@ from advocata_chat.models import (
 )
 from advocata_chat.retrieval import UserRetriever
 from advocata_chat.runtime import Runtime
-from advocata_chat.schemas import MessageOut
 from advocata_chat.tokens import count_tokens
 from chains.chat import build_chat_chain
 from chains.condense import build_condense_chain
@@ -41,211 +34,11 @@ from chains.rag import build_rag_chain
 from chains.title import build_title_chain
 
 
-class ConversationBusy(Conflict):
-    code = "conversation_busy"
-
-
-class NothingToAnswer(Conflict):
-    code = "nothing_to_answer"
-
-
-class ConversationNotActive(Conflict):
-    code = "conversation_not_active"
-
-
-class CannotEdit(Conflict):
-    code = "cannot_edit"
-
-
-class MessageNotFound(NotFound):
-    pass
-
-
 @dataclass
 class TurnResult:
     user_message: Message
     answer: Message
     sources: list[dict]
-
-
-Emit = Callable[[dict], Awaitable[None]]
-
-
-class TokenEmitter(AsyncCallbackHandler):
-    """Sends each new token of the answer model as a `token` frame.
-
-    Only runs tagged `answer` count: the condense step's tokens are not the answer.
-    """
-
-    # Awaited in place: otherwise LangChain wraps every token's callback in its own task,
-    # which was the largest per-token cost in bench/fanout.py.
-    run_inline = True
-
-    def __init__(self, emit: Emit) -> None:
-        self.emit = emit
-
-    async def on_llm_new_token(self, token: str, *, tags: list[str] | None = None, **kw) -> None:
-        if token and tags and "answer" in tags:
-            await self.emit({"type": "token", "delta": token})
-
-
-def message_json(msg: Message) -> dict:
-    return MessageOut.model_validate(msg).model_dump(mode="json")
-
-
-def final_frame(msg: Message) -> dict:
-    """The seed's final `message` frame."""
-    return {
-        "type": "message",
-        "message": message_json(msg),
-        "conversation": getattr(msg, "conversation_totals", None),
-    }
-
-
-def public_source(source: dict) -> dict:
-    """What clients see of a retrieved chunk (the `sources` frame, the search endpoint)."""
-    keys = (
-        "n",
-        "document_id",
-        "chunk_id",
-        "title",
-        "page",
-        "start",
-        "end",
-        "score",
-        "similarity",
-        "bm25",
-        "found_by",
-    )
-    return {k: source.get(k) for k in keys} | {"content": source.get("content", "")}
-
-
-def _lease(rt: Runtime) -> timedelta:
-    s = rt.settings
-    return timedelta(seconds=s.openai_timeout_seconds * (s.openai_max_retries + 1) + 30)
-
-
-@dataclass
-class TurnStart:
-    user_message: Message
-    template_id: str | None
-    instructions: str | None
-    first_answer: bool  # no assistant answer yet: a title may be due
-    title_auto: bool
-
-
-async def _last_visible(s, conversation_id: uuid.UUID) -> Message | None:
-    return await s.scalar(
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.superseded_at.is_(None))
-        .order_by(Message.seq.desc())
-        .limit(1)
-    )
-
-
-async def _supersede(s, conv: Conversation, messages: list[Message], now) -> None:
-    # Old versions stay stored (and their tokens stay counted); they leave the visible chat.
-    for m in messages:
-        m.superseded_at = now
-    conv.messages_count -= len(messages)
-
-
-async def _prepare(
-    s, conv: Conversation, *, content: str | None, mode: str, edit_id: uuid.UUID | None, now
-) -> Message:
-    """Find or store the user message this turn answers."""
-    last = await _last_visible(s, conv.id)
-    if mode == "regenerate":
-        if last is not None and last.role == Role.assistant:
-            await _supersede(s, conv, [last], now)
-            last = await _last_visible(s, conv.id)
-        if last is None or last.role != Role.user:
-            raise NothingToAnswer("There is no answer to regenerate")
-        return last
-    if mode == "edit":
-        target = await s.get(Message, edit_id) if edit_id else None
-        if target is None or target.conversation_id != conv.id or target.superseded_at:
-            raise MessageNotFound("Message not found")
-        later = list(
-            await s.scalars(
-                select(Message).where(
-                    Message.conversation_id == conv.id,
-                    Message.superseded_at.is_(None),
-                    Message.seq > target.seq,
-                )
-            )
-        )
-        if target.role != Role.user or any(m.role == Role.user for m in later):
-            raise CannotEdit("Only the last user message can be edited")
-        await _supersede(s, conv, [target, *later], now)
-    elif content is None:  # reply to the pending message
-        if last is None or last.role != Role.user:
-            raise NothingToAnswer("There is no unanswered user message to reply to")
-        return last
-    msg = Message(
-        conversation_id=conv.id,
-        role=Role.user,
-        content=content,
-        created_at=now,
-        replaces_id=edit_id if mode == "edit" else None,
-    )
-    s.add(msg)
-    conv.messages_count += 1
-    conv.last_message_at = conv.updated_at = now
-    conv.last_message_preview = preview(content)
-    await s.flush()
-    return msg
-
-
-async def _begin(
-    rt: Runtime,
-    *,
-    user_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    content: str | None,
-    mode: str = "send",
-    edit_id: uuid.UUID | None = None,
-) -> TurnStart:
-    """Take the conversation's turn lease and return the user message to answer."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + rt.settings.turn_wait_seconds
-    while True:
-        async with rt.sessions.begin() as s:
-            conv = await owned(s, user_id=user_id, conversation_id=conversation_id, for_update=True)
-            if conv.status != ConversationStatus.active:
-                raise ConversationNotActive(
-                    f"Conversation is {conv.status}; set its status to active to continue it"
-                )
-            now = utcnow()
-            if conv.turn_lock_until is None or conv.turn_lock_until <= now:
-                conv.turn_lock_until = now + _lease(rt)
-                msg = await _prepare(s, conv, content=content, mode=mode, edit_id=edit_id, now=now)
-                answered = await s.scalar(
-                    select(Message.id)
-                    .where(Message.conversation_id == conv.id, Message.role == Role.assistant)
-                    .limit(1)
-                )
-                return TurnStart(
-                    user_message=msg,
-                    template_id=conv.template_id,
-                    instructions=conv.instructions,
-                    first_answer=answered is None,
-                    title_auto=conv.title_auto and conv.title is None,
-                )
-        if loop.time() >= deadline:
-            raise ConversationBusy(
-                "Another answer is still being generated in this conversation; retry shortly"
-            )
-        await asyncio.sleep(0.05)
-
-
-async def _release(rt: Runtime, conversation_id: uuid.UUID) -> None:
-    async with rt.sessions.begin() as s:
-        await s.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(turn_lock_until=None)
-        )
 
 
 async def _store_answer(
@@ -448,7 +241,7 @@ async def run_turn(
         ),
         limits.check_quota(rt.sessions, rt.settings, user_id=user_id),
     )
-    start = await _begin(
+    start = await begin_turn(
         rt,
         user_id=user_id,
         conversation_id=conversation_id,
@@ -575,4 +368,4 @@ async def run_turn(
         return TurnResult(user_message=user_msg, answer=answer, sources=sources)
     finally:
         if not released:
-            await _release(rt, conversation_id)
+            await release_turn(rt, conversation_id)
