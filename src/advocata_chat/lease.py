@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
 from advocata_chat.conversations import owned
-from advocata_chat.errors import Conflict, NotFound
+from advocata_chat.errors import Conflict, NotFound, is_database_down
 from advocata_chat.history import preview
 from advocata_chat.models import Conversation, ConversationStatus, Message, Role, utcnow
 from advocata_chat.runtime import Runtime
@@ -54,6 +54,7 @@ class TurnStart:
     instructions: str | None
     first_answer: bool  # no assistant answer yet: a title may be due
     title_auto: bool
+    lease_until: datetime | None = None  # this turn's lease, released only if still ours
 
 
 async def _last_visible(s, conversation_id: uuid.UUID) -> Message | None:
@@ -140,7 +141,7 @@ async def begin_turn(
                 )
             now = utcnow()
             if conv.turn_lock_until is None or conv.turn_lock_until <= now:
-                conv.turn_lock_until = now + _lease(rt)
+                conv.turn_lock_until = lease_until = now + _lease(rt)
                 msg = await _prepare(s, conv, content=content, mode=mode, edit_id=edit_id, now=now)
                 answered = await s.scalar(
                     select(Message.id)
@@ -153,6 +154,7 @@ async def begin_turn(
                     instructions=conv.instructions,
                     first_answer=answered is None,
                     title_auto=conv.title_auto and conv.title is None,
+                    lease_until=lease_until,
                 )
         if loop.time() >= deadline:
             raise ConversationBusy(
@@ -161,10 +163,39 @@ async def begin_turn(
         await asyncio.sleep(0.05)
 
 
-async def release_turn(rt: Runtime, conversation_id: uuid.UUID) -> None:
+async def release_turn(
+    rt: Runtime, conversation_id: uuid.UUID, lease_until: datetime | None = None
+) -> None:
+    where = [Conversation.id == conversation_id]
+    if lease_until is not None:  # never release a lease a later turn has taken since
+        where.append(Conversation.turn_lock_until == lease_until)
     async with rt.sessions.begin() as s:
-        await s.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(turn_lock_until=None)
-        )
+        await s.execute(update(Conversation).where(*where).values(turn_lock_until=None))
+
+
+RELEASE_RETRY_DELAYS = (0.5,) * 20 + (2,) * 25  # about 60 s in all, far below a lease
+
+
+async def release_soon(
+    rt: Runtime, conversation_id: uuid.UUID, lease_until: datetime | None
+) -> None:
+    """Release the lease; if the database is down, keep trying in the background, so a turn
+    cut off by an outage does not block the conversation for a whole lease."""
+    try:
+        await release_turn(rt, conversation_id, lease_until)
+        return
+    except Exception as exc:
+        if not is_database_down(exc):
+            raise
+
+    async def retry() -> None:
+        for delay in RELEASE_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await release_turn(rt, conversation_id, lease_until)
+                return
+            except Exception as exc:
+                if not is_database_down(exc):
+                    raise
+
+    rt.spawn(retry())

@@ -13,10 +13,16 @@ from sqlalchemy import update
 from advocata_chat import limits
 from advocata_chat.citations import extract_citations
 from advocata_chat.documents import has_ready_documents
-from advocata_chat.errors import ModelError, ModelTimeout, ModelUnavailable
+from advocata_chat.errors import (
+    DatabaseUnavailable,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    is_database_down,
+)
 from advocata_chat.frames import Emit, TokenEmitter, final_frame, message_json, public_source
 from advocata_chat.history import PostgresChatHistory, preview
-from advocata_chat.lease import TurnStart, begin_turn, release_turn
+from advocata_chat.lease import TurnStart, begin_turn, release_soon
 from advocata_chat.llm import UsageTracker, model_name
 from advocata_chat.models import (
     Conversation,
@@ -198,12 +204,17 @@ async def _title(rt: Runtime, conversation_id: uuid.UUID, question: str, answer:
         return None
     title = title.strip("«»\"' .")[: rt.settings.max_title_chars] or None
     if title:
-        async with rt.sessions.begin() as s:
-            await s.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.title.is_(None))
-                .values(title=title)
-            )
+        try:
+            async with rt.sessions.begin() as s:
+                await s.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id, Conversation.title.is_(None))
+                    .values(title=title)
+                )
+        except Exception as exc:  # the answer is stored; an outage now only costs the title
+            if not is_database_down(exc):
+                raise
+            return None
     return title
 
 
@@ -344,6 +355,8 @@ async def run_turn(
                 await emit({"type": "cancelled", "message_id": stored and str(stored.id)})
             raise
         except Exception as exc:
+            if is_database_down(exc):  # retrieval lost the database: not the model's fault
+                raise
             if parts:  # keep what was generated, marked as failed
                 await _store_answer(
                     rt, text="".join(parts), status=MessageStatus.failed, sources=sources, **store
@@ -366,6 +379,14 @@ async def run_turn(
             if title and emit:
                 await emit({"type": "title", "title": title})
         return TurnResult(user_message=user_msg, answer=answer, sources=sources)
+    except Exception as exc:
+        if is_database_down(exc):
+            # The user message is stored: say so, so that the client asks for the answer
+            # instead of sending the message again.
+            raise DatabaseUnavailable(
+                conversation_id=conversation_id, user_message_id=user_msg.id
+            ) from exc
+        raise
     finally:
         if not released:
-            await release_turn(rt, conversation_id)
+            await release_soon(rt, conversation_id, start.lease_until)
