@@ -85,9 +85,22 @@ class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"
 
-    def __init__(self) -> None:
+    def __init__(self, *, conversation_id=None, user_message_id=None) -> None:
+        if user_message_id is None:
+            super().__init__(
+                "The database is unavailable; nothing was changed by this request. Retry shortly.",
+                headers={"Retry-After": "2"},
+            )
+            return
+        # The connection was lost after the user's message was stored: resending it would
+        # store it twice, so the client is told to ask for the answer instead.
         super().__init__(
-            "The database is unavailable; nothing was changed by this request. Retry shortly.",
+            "The database became unavailable after your message was stored; do not send it "
+            "again: ask for the answer with the `retry` request shortly.",
+            detail={
+                "user_message_id": str(user_message_id),
+                "retry": f"POST /api/v1/chat/conversations/{conversation_id}/reply",
+            },
             headers={"Retry-After": "2"},
         )
 

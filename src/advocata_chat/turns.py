@@ -20,7 +20,15 @@ from advocata_chat import limits
 from advocata_chat.citations import extract_citations
 from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
-from advocata_chat.errors import Conflict, ModelError, ModelTimeout, ModelUnavailable, NotFound
+from advocata_chat.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    NotFound,
+    is_database_down,
+)
 from advocata_chat.history import PostgresChatHistory, preview
 from advocata_chat.llm import UsageTracker, model_name
 from advocata_chat.models import (
@@ -132,6 +140,7 @@ class TurnStart:
     instructions: str | None
     first_answer: bool  # no assistant answer yet: a title may be due
     title_auto: bool
+    lease_until: object = None  # this turn's lease, released only if still ours
 
 
 async def _last_visible(s, conversation_id: uuid.UUID) -> Message | None:
@@ -218,7 +227,7 @@ async def _begin(
                 )
             now = utcnow()
             if conv.turn_lock_until is None or conv.turn_lock_until <= now:
-                conv.turn_lock_until = now + _lease(rt)
+                conv.turn_lock_until = lease_until = now + _lease(rt)
                 msg = await _prepare(s, conv, content=content, mode=mode, edit_id=edit_id, now=now)
                 answered = await s.scalar(
                     select(Message.id)
@@ -231,6 +240,7 @@ async def _begin(
                     instructions=conv.instructions,
                     first_answer=answered is None,
                     title_auto=conv.title_auto and conv.title is None,
+                    lease_until=lease_until,
                 )
         if loop.time() >= deadline:
             raise ConversationBusy(
@@ -239,13 +249,40 @@ async def _begin(
         await asyncio.sleep(0.05)
 
 
-async def _release(rt: Runtime, conversation_id: uuid.UUID) -> None:
+async def _release(rt: Runtime, conversation_id: uuid.UUID, lease_until=None) -> None:
+    where = [Conversation.id == conversation_id]
+    if lease_until is not None:
+        where.append(Conversation.turn_lock_until == lease_until)
     async with rt.sessions.begin() as s:
-        await s.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(turn_lock_until=None)
-        )
+        await s.execute(update(Conversation).where(*where).values(turn_lock_until=None))
+
+
+RELEASE_RETRY_DELAYS = (0.5, 1, 1, 2, 2, 4, 4, 8, 8, 15, 15)  # ~60 s, far below a lease
+
+
+async def _release_soon(rt: Runtime, conversation_id: uuid.UUID, lease_until) -> None:
+    """Release the lease; if the database is down, keep trying in the background once it
+    is back, so a turn cut off by an outage does not block the conversation for a lease."""
+    try:
+        await _release(rt, conversation_id, lease_until)
+        return
+    except Exception as exc:
+        if not is_database_down(exc):
+            raise
+
+    async def retry() -> None:
+        for delay in RELEASE_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await _release(rt, conversation_id, lease_until)
+                return
+            except Exception as exc:
+                if not is_database_down(exc):
+                    raise
+
+    task = asyncio.get_running_loop().create_task(retry())
+    rt.tasks.add(task)
+    task.add_done_callback(rt.tasks.discard)
 
 
 async def _store_answer(
@@ -405,12 +442,17 @@ async def _title(rt: Runtime, conversation_id: uuid.UUID, question: str, answer:
         return None
     title = title.strip("«»\"' .")[: rt.settings.max_title_chars] or None
     if title:
-        async with rt.sessions.begin() as s:
-            await s.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.title.is_(None))
-                .values(title=title)
-            )
+        try:
+            async with rt.sessions.begin() as s:
+                await s.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id, Conversation.title.is_(None))
+                    .values(title=title)
+                )
+        except Exception as exc:  # the answer is stored; an outage now only costs the title
+            if not is_database_down(exc):
+                raise
+            return None
     return title
 
 
@@ -548,6 +590,8 @@ async def run_turn(
                 await emit({"type": "cancelled", "message_id": stored and str(stored.id)})
             raise
         except Exception as exc:
+            if is_database_down(exc):  # retrieval lost the database: not the model's fault
+                raise
             if parts:  # keep what was generated, marked as failed
                 await _store_answer(
                     rt, text="".join(parts), status=MessageStatus.failed, sources=sources, **store
@@ -570,6 +614,14 @@ async def run_turn(
             if title and emit:
                 await emit({"type": "title", "title": title})
         return TurnResult(user_message=user_msg, answer=answer, sources=sources)
+    except Exception as exc:
+        if is_database_down(exc):
+            # The user message is stored: say so, so that the client asks for the answer
+            # instead of sending the message again.
+            raise DatabaseUnavailable(
+                conversation_id=conversation_id, user_message_id=user_msg.id
+            ) from exc
+        raise
     finally:
         if not released:
-            await _release(rt, conversation_id)
+            await _release_soon(rt, conversation_id, start.lease_until)
