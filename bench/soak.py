@@ -82,6 +82,7 @@ class Stats:
     status: Counter = field(default_factory=Counter)  # HTTP statuses of non-200 answers
     ws_errors: Counter = field(default_factory=Counter)  # error frame codes
     retries: int = 0
+    stored_503: int = 0  # 503s naming a stored user message (the client then asks `reply`)
     transport: int = 0  # connection refused/reset
     ws_reconnects: int = 0
     unexpected: list[str] = field(default_factory=list)
@@ -171,6 +172,7 @@ async def rest_turn(http: httpx.AsyncClient, turn: Turn, st: Stats) -> None:
         if r.status_code == 503 and code == "database_unavailable":
             stored = (r.json().get("detail") or {}).get("user_message_id")
             if stored:
+                st.stored_503 += 1
                 turn.acked_id = stored
             await backoff(st, float(r.headers.get("retry-after", 1)))
         elif r.status_code == 409 and code == "conversation_busy":
@@ -236,6 +238,7 @@ async def ws_turn(base: str, http: httpx.AsyncClient, turn: Turn, st: Stats) -> 
                     if code == "database_unavailable":
                         stored = (f.get("detail") or {}).get("user_message_id")
                         if stored:
+                            st.stored_503 += 1
                             turn.acked_id = stored
                         await backoff(st, 2.0)
                         break
@@ -560,7 +563,8 @@ def report(args, st: Stats, turns: list[Turn], result: dict, wall: float, traceb
         f" max {max(lat, default=0):.0f} ms"
         f" (first-try turns: p50 {median(calm):.0f} ms, p95 {pct(calm, 95):.0f} ms)",
         f"HTTP errors seen {dict(sorted(st.status.items()))}, WS error frames {dict(st.ws_errors)},"
-        f" retries {st.retries}, turns retried {len(retried)}, connection errors {st.transport},"
+        f" of them naming a stored message {st.stored_503}, retries {st.retries},"
+        f" turns retried {len(retried)}, connection errors {st.transport},"
         f" WS reconnects {st.ws_reconnects}",
         f"uploads {dict(st.uploads)}, documents in the database {result['documents']}",
     ]
