@@ -257,7 +257,7 @@ async def _release(rt: Runtime, conversation_id: uuid.UUID, lease_until=None) ->
         await s.execute(update(Conversation).where(*where).values(turn_lock_until=None))
 
 
-RELEASE_RETRY_DELAYS = (0.5, 1, 1, 2, 2, 4, 4, 8, 8, 15, 15)  # ~60 s, far below a lease
+RELEASE_RETRY_DELAYS = (0.5,) * 20 + (2,) * 25  # ~60 s in all, far below a lease
 
 
 async def _release_soon(rt: Runtime, conversation_id: uuid.UUID, lease_until) -> None:
