@@ -75,6 +75,10 @@ class Turn:
     answer_id: str | None = None
     answer_text: str | None = None
     gave_up: str | None = None
+    events: list[str] = field(default_factory=list)  # what happened, for the slowest turns
+
+    def event(self, what: str) -> None:
+        self.events.append(f"{time.monotonic() - self.started:.1f}s {what}")
 
 
 @dataclass
@@ -168,6 +172,7 @@ async def rest_turn(http: httpx.AsyncClient, turn: Turn, st: Stats) -> None:
                 turn.gave_up = "200 without the answer"
             return
         code = code_of(r)
+        turn.event(f"{r.status_code} {code}")
         st.status[f"{r.status_code} {code}"] += 1
         if r.status_code == 503 and code == "database_unavailable":
             stored = (r.json().get("detail") or {}).get("user_message_id")
@@ -234,6 +239,7 @@ async def ws_turn(base: str, http: httpx.AsyncClient, turn: Turn, st: Stats) -> 
                     return
                 elif kind == "error":
                     code = f.get("code", "")
+                    turn.event(f"error {code}")
                     st.ws_errors[code] += 1
                     if code == "database_unavailable":
                         stored = (f.get("detail") or {}).get("user_message_id")
@@ -579,9 +585,11 @@ def report(args, st: Stats, turns: list[Turn], result: dict, wall: float, traceb
         after = [a for a in st.answered_at if a >= start]
         first = min(after) - start if after else float("nan")
         ready = (st.ready_again - start) if st.ready_again else float("nan")
+        hit = [t.ended - start for t in answered if t.events and t.ended >= start]
         lines.append(
             f"database restart: down {start - stop:.1f} s; /readyz 200 again {ready:.2f} s after"
-            f" start; first answered turn {first:.2f} s after start"
+            f" start; first answered turn {first:.2f} s after start; every turn the outage hit"
+            f" ({len(hit)}) answered {max(hit, default=0):.1f} s after start"
         )
     else:
         lines.append("database restart: skipped (DATABASE_URL is set)")
@@ -610,6 +618,8 @@ def report(args, st: Stats, turns: list[Turn], result: dict, wall: float, traceb
         "slowest turns:",
         ", ".join(f"{t.user.api} {t.attempts} tries {t.ended - t.started:.1f} s" for t in slow),
     )
+    if slow:
+        print("the slowest:", "; ".join(slow[0].events))
     if gave_up:
         print("given up:", Counter(t.gave_up for t in gave_up).most_common(10))
     if st.foreign_sources:
