@@ -282,7 +282,9 @@ def free_port() -> int:
 class Server:
     """`python -m bench.serve KIND` on a free 127.0.0.1 port."""
 
-    def __init__(self, kind: str, database_url: str, **options: Any) -> None:
+    def __init__(
+        self, kind: str, database_url: str, *, stderr: Path | None = None, **options: Any
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -299,7 +301,11 @@ class Server:
         }
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             env.pop(name, None)
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+        # A file, never a pipe: an unread pipe blocks a chatty server.
+        err = open(stderr, "ab") if stderr else None  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        if err:
+            err.close()
 
     def wait_ready(self, timeout: float = 60) -> Server:
         deadline = time.time() + timeout

@@ -175,3 +175,40 @@ async def test_upload_rate_limit(make_client, auth, alice):
         again = await client.post("/api/v1/documents", headers=h, files={"file": ("b.txt", b"two")})
         assert ok.status_code == 201 and again.status_code == 429
         assert "retry-after" in again.headers
+
+
+async def test_outage_after_the_message_is_stored_names_it_and_reply_recovers(
+    own_server, make_client, stub, auth, alice
+):
+    server, url = own_server
+    stub.state.delay = 1.0  # the database goes away while the model is answering
+    h = auth(alice)
+    async with make_client(
+        database_url=url, openai_base_url=stub.base_url, openai_max_retries=0, ws=False
+    ) as client:
+        cid = (await client.post(CONV, json={"title": "t"}, headers=h)).json()["id"]
+
+        async def outage():
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.stop)
+
+        send = client.post(
+            f"{CONV}/{cid}/messages", json={"message_content": "важный вопрос"}, headers=h
+        )
+        r, _ = await asyncio.gather(send, outage())
+        assert r.status_code == 503 and r.json()["code"] == "database_unavailable"
+        detail = r.json()["detail"]  # the message was stored: do not send it again
+        assert detail["retry"].endswith(f"{cid}/reply") and detail["user_message_id"]
+
+        await asyncio.to_thread(server.start)
+        stub.state.delay = 0
+        for _ in range(100):  # the lease is released in the background once the database is back
+            r = await client.post(f"{CONV}/{cid}/reply", headers=h)
+            if r.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert r.status_code == 200, r.text
+        messages = r.json()["messages"]
+        assert [m["content"] for m in messages if m["role"] == "user"] == ["важный вопрос"]
+        assert messages[0]["id"] == detail["user_message_id"]
+        assert messages[-1]["role"] == "assistant"

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from advocata_chat import conversations, limits, turns
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
+from advocata_chat.errors import DatabaseUnavailable, is_database_down
 from advocata_chat.models import ConversationStatus
 from advocata_chat.schemas import (
     ConversationOut,
@@ -116,10 +117,10 @@ async def send_message(
     content = conversations.check_message(rt.settings, body.message_content)
     if _wants_sse(request):
         return await _sse(request, rt, user, conversation_id, content, body.use_rag)
-    await turns.run_turn(
+    result = await turns.run_turn(
         rt, user_id=user, conversation_id=conversation_id, content=content, use_rag=body.use_rag
     )
-    return await conversations.get(rt.sessions, user_id=user, conversation_id=conversation_id)
+    return await _answered(rt, user, conversation_id, result)
 
 
 @router.post(
@@ -141,10 +142,23 @@ async def reply(
     use_rag = body.use_rag if body else True
     if _wants_sse(request):
         return await _sse(request, rt, user, conversation_id, None, use_rag)
-    await turns.run_turn(
+    result = await turns.run_turn(
         rt, user_id=user, conversation_id=conversation_id, content=None, use_rag=use_rag
     )
-    return await conversations.get(rt.sessions, user_id=user, conversation_id=conversation_id)
+    return await _answered(rt, user, conversation_id, result)
+
+
+async def _answered(rt, user, conversation_id, result: turns.TurnResult):
+    """The conversation after a turn. The answer is stored: if the database goes away
+    before it can be read back, the 503 names the stored message (never send it again)."""
+    try:
+        return await conversations.get(rt.sessions, user_id=user, conversation_id=conversation_id)
+    except Exception as exc:
+        if not is_database_down(exc):
+            raise
+        raise DatabaseUnavailable(
+            conversation_id=conversation_id, user_message_id=result.user_message.id
+        ) from exc
 
 
 def _wants_sse(request: Request) -> bool:

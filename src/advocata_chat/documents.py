@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import undefer
 
 from advocata_chat import limits
-from advocata_chat.errors import NotFound, PayloadTooLarge
+from advocata_chat.errors import NotFound, PayloadTooLarge, is_database_down
 from advocata_chat.extract import extract
 from advocata_chat.models import Document, DocumentStatus, utcnow
 from advocata_chat.runtime import Runtime
@@ -133,7 +133,24 @@ def _page_of(pages: list, offset: int) -> int | None:
     return None
 
 
+INDEX_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)  # waiting out a database outage, ~30 s
+
+
 async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
+    """Index a document, waiting out a database outage (chunk ids are deterministic, so a
+    retry overwrites); otherwise a restart of PostgreSQL would leave it `processing`."""
+    for delay in (*INDEX_RETRY_DELAYS, None):
+        try:
+            await _index_document(rt, document_id, last=delay is None)
+            return
+        except Exception as exc:
+            if delay is None or not is_database_down(exc):
+                raise
+            log.warning("indexing document %s waits for the database", document_id)
+            await asyncio.sleep(delay)
+
+
+async def _index_document(rt: Runtime, document_id: uuid.UUID, *, last: bool = True) -> None:
     """Split, embed (in batches, off the event loop) and store a document's chunks."""
     from sqlalchemy import text as sql
 
@@ -168,6 +185,8 @@ async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
             )
         await _set_status(rt, document_id, DocumentStatus.ready, chunk_count=len(texts))
     except Exception as exc:  # any failure leaves the document failed, with its reason
+        if not last and is_database_down(exc):
+            raise  # index_document tries again once the database is back
         log.exception("indexing document %s failed", document_id)
         try:
             async with rt.engine.begin() as conn:
