@@ -113,24 +113,19 @@ async def _by_hash(rt: Runtime, *, user_id: uuid.UUID, digest: str) -> DocumentO
         return DocumentOut.model_validate(doc) if doc else None
 
 
-def _split_pages(rt: Runtime, body: str, pages: list) -> list[Span]:
-    """Chunks never straddle a page, so each chunk (and citation) has one page number."""
-    out: list[Span] = []
-    for start, end in pages or [(0, len(body))]:
+def _split_pages(rt: Runtime, body: str, pages: list) -> list[tuple[Span, int | None]]:
+    """Chunks never straddle a page, so each chunk (and citation) has one page number:
+    (span in `body`, page) pairs; page is None for formats without pages."""
+    out: list[tuple[Span, int | None]] = []
+    ranges = [(n, p) for n, p in enumerate(pages, start=1)] or [(None, (0, len(body)))]
+    for number, (start, end) in ranges:
         for sp in split(
             body[start:end],
             chunk_size=rt.settings.rag_chunk_size,
             overlap=rt.settings.rag_chunk_overlap,
         ):
-            out.append(Span(start + sp.start, start + sp.end))
+            out.append((Span(start + sp.start, start + sp.end), number))
     return out
-
-
-def _page_of(pages: list, offset: int) -> int | None:
-    for number, (start, end) in enumerate(pages, start=1):
-        if start <= offset <= end:
-            return number
-    return None
 
 
 INDEX_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)  # waiting out a database outage, ~30 s
@@ -163,8 +158,8 @@ async def _index_document(rt: Runtime, document_id: uuid.UUID, *, last: bool = T
         body, pages = doc.text, doc.pages
         user_id, title = doc.user_id, doc.title
     try:
-        spans = await asyncio.to_thread(_split_pages, rt, body, pages)
-        texts = [body[sp.start : sp.end] for sp in spans]
+        chunks = await asyncio.to_thread(_split_pages, rt, body, pages)
+        texts = [body[sp.start : sp.end] for sp, _ in chunks]
         for first in range(0, len(texts), EMBED_BATCH):
             batch = texts[first : first + EMBED_BATCH]
             vectors = await rt.embeddings.aembed_documents(batch)
@@ -174,11 +169,13 @@ async def _index_document(rt: Runtime, document_id: uuid.UUID, *, last: bool = T
                     content=content,
                     embedding=vector,
                     chunk_index=first + i,
-                    start=spans[first + i].start,
-                    end=spans[first + i].end,
-                    page=_page_of(pages, spans[first + i].start),
+                    start=span.start,
+                    end=span.end,
+                    page=page,
                 )
-                for i, (content, vector) in enumerate(zip(batch, vectors, strict=True))
+                for i, (content, vector, (span, page)) in enumerate(
+                    zip(batch, vectors, chunks[first : first + EMBED_BATCH], strict=True)
+                )
             ]
             await add_chunks(
                 rt.engine, user_id=user_id, document_id=document_id, title=title, rows=rows

@@ -35,12 +35,6 @@ class Extracted:
     # (start, end) character range of each page in `text`; empty for formats without pages.
     pages: list[tuple[int, int]] = field(default_factory=list)
 
-    def page_of(self, offset: int) -> int | None:
-        for number, (start, end) in enumerate(self.pages, start=1):
-            if start <= offset < end:
-                return number
-        return None
-
 
 def _tidy(text: str) -> str:
     # Normalise line ends and drop trailing spaces and runs of blank lines, keeping
