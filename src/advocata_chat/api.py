@@ -5,18 +5,31 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from advocata_chat import conversations, limits, turns
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
-from advocata_chat.errors import DatabaseUnavailable, is_database_down
+from advocata_chat.errors import (
+    ConversationNotFound,
+    DatabaseUnavailable,
+    InvalidInput,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    PayloadTooLarge,
+    Unauthorized,
+    error_responses,
+    is_database_down,
+)
+from advocata_chat.lease import ConversationBusy, ConversationNotActive, NothingToAnswer
+from advocata_chat.limits import QuotaExceeded, RateLimited
 from advocata_chat.models import ConversationStatus
 from advocata_chat.schemas import (
+    SSE_EXAMPLE,
     ConversationOut,
     ConversationPage,
     CreateConversation,
-    ErrorBody,
     Quota,
     Reply,
     SendMessage,
@@ -25,51 +38,95 @@ from advocata_chat.schemas import (
 )
 from advocata_chat.streaming import sse_stream
 
-_errors = {
-    code: {"model": ErrorBody}
-    for code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_404_NOT_FOUND, 422)
+# What a route can return, by what it takes; each route's `responses=` lists its groups.
+# tests/test_openapi.py derives the same from the route table and fails on a missing one.
+AUTH = (Unauthorized,)  # a bearer token
+DB = (DatabaseUnavailable,)  # the route reads or writes the database
+PARAMS = (InvalidInput,)  # query or path parameters
+CONVERSATION = (ConversationNotFound, InvalidInput)  # a conversation id in the path
+JSON_BODY = (PayloadTooLarge, InvalidInput)
+TURN = (
+    ConversationNotActive,
+    NothingToAnswer,
+    ConversationBusy,
+    RateLimited,
+    QuotaExceeded,
+    ModelError,
+    ModelUnavailable,
+    ModelTimeout,
+)
+# A turn answers with the conversation, or streams it as Server-Sent Events.
+TURN_OK = {
+    200: {
+        "description": "The conversation with the answer; with `Accept: text/event-stream`, "
+        "the turn's frames as Server-Sent Events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}},
+    }
 }
-_turn_errors = {
-    **_errors,
-    409: {"model": ErrorBody},
-    502: {"model": ErrorBody},
-    503: {"model": ErrorBody},
-}
 
-router = APIRouter(prefix="/api/v1/chat", tags=["chat"], responses=_errors)
+router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
 
-@router.post("/conversations", status_code=201, response_model=ConversationOut)
+@router.post(
+    "/conversations",
+    status_code=201,
+    response_model=ConversationOut,
+    summary="Start a conversation",
+    responses=error_responses(*AUTH, *DB, *JSON_BODY),
+)
 async def create_conversation(body: CreateConversation, user: CurrentUser, rt: RuntimeDep):
+    """Create a conversation, optionally with a first user message (`initial_message`), a
+    `title`, a legal template (`template_id`, see `GET /templates`) and an extra instruction.
+    The first message is stored unanswered: get the answer with `POST .../reply`, or send the
+    question with `POST .../messages` instead."""
     return await conversations.create(
         rt.sessions, settings=rt.settings, user_id=user, data=body, templates=rt.templates
     )
 
 
-@router.get("/conversations", response_model=ConversationPage)
+@router.get(
+    "/conversations",
+    response_model=ConversationPage,
+    summary="List conversations",
+    responses=error_responses(*AUTH, *DB, *PARAMS),
+)
 async def list_conversations(
     user: CurrentUser,
     rt: RuntimeDep,
-    status: ConversationStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    status: Annotated[
+        ConversationStatus | None,
+        Query(description="Only this status; deleted conversations show only with `deleted`"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Conversations to skip")] = 0,
 ):
+    """The caller's conversations, most recent activity first, with a preview of the last
+    message. Deleted conversations are hidden unless `status=deleted`."""
     return await conversations.list_page(
         rt.sessions, user_id=user, status=status, limit=limit, offset=offset
     )
 
 
-@router.get("/conversations/{conversation_id}", response_model=ConversationOut)
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationOut,
+    summary="Get a conversation",
+    responses=error_responses(*AUTH, *DB, *CONVERSATION),
+)
 async def get_conversation(
     conversation_id: uuid.UUID,
     who: CurrentPrincipal,
     rt: RuntimeDep,
-    include_messages: bool = True,
+    include_messages: Annotated[
+        bool, Query(description="Load the messages; `messages` is `[]` when false")
+    ] = True,
     include_superseded: Annotated[
         bool, Query(description="Also return versions replaced by regenerate or edit")
     ] = False,
 ):
-    """The owner's conversation, or one shared with the caller if they are a lawyer."""
+    """The caller's conversation with its messages, oldest first, or one shared with the
+    caller if their token has `role: lawyer`. Someone else's conversation is a 404, as if it
+    did not exist."""
     return await conversations.get(
         rt.sessions,
         user_id=who.user_id,
@@ -80,10 +137,18 @@ async def get_conversation(
     )
 
 
-@router.patch("/conversations/{conversation_id}", response_model=ConversationOut)
+@router.patch(
+    "/conversations/{conversation_id}",
+    response_model=ConversationOut,
+    summary="Rename, archive or restore a conversation",
+    responses=error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY),
+)
 async def update_conversation(
     conversation_id: uuid.UUID, body: UpdateConversation, user: CurrentUser, rt: RuntimeDep
 ):
+    """Change the `title` or the `instructions` (`""` clears them), or the `status`:
+    `archived` archives, `active` unarchives or restores a deleted conversation. Fields left
+    out are unchanged."""
     return await conversations.update(
         rt.sessions,
         settings=rt.settings,
@@ -93,8 +158,16 @@ async def update_conversation(
     )
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204)
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    summary="Delete a conversation",
+    responses=error_responses(*AUTH, *DB, *CONVERSATION),
+)
 async def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
+    """Soft delete: the status becomes `deleted`, the conversation leaves the default list
+    and its tokens stay counted in the stats. Idempotent; `PATCH {"status": "active"}`
+    restores it."""
     await conversations.soft_delete(rt.sessions, user_id=user, conversation_id=conversation_id)
     return Response(status_code=204)
 
@@ -102,7 +175,8 @@ async def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, rt:
 @router.post(
     "/conversations/{conversation_id}/messages",
     response_model=ConversationOut,
-    responses=_turn_errors,
+    summary="Send a message and get the answer",
+    responses={**TURN_OK, **error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY, *TURN)},
 )
 async def send_message(
     conversation_id: uuid.UUID,
@@ -111,9 +185,13 @@ async def send_message(
     rt: RuntimeDep,
     request: Request,
 ):
-    """Send a message and get the whole conversation with the answer. With
-    `Accept: text/event-stream`, the answer streams as Server-Sent Events instead, with the
-    WebSocket's frames (`message_received`, `sources`, `token`, `message` or `error`)."""
+    """Store the user's message, answer it (with `use_rag`, from the user's documents, with
+    `[n]` citations) and return the whole conversation. With `Accept: text/event-stream`
+    the answer streams as Server-Sent Events instead, with the WebSocket's frames
+    (`message_received`, `sources`, `token`, then `message` or `error`).
+
+    If the model fails, the message stays stored and the error's `detail.retry` names the
+    `reply` call that answers it; never send it again."""
     content = conversations.check_message(rt.settings, body.message_content)
     if _wants_sse(request):
         return await _sse(request, rt, user, conversation_id, content, body.use_rag)
@@ -126,7 +204,7 @@ async def send_message(
 @router.post(
     "/conversations/{conversation_id}/reply",
     response_model=ConversationOut,
-    responses=_turn_errors,
+    responses={**TURN_OK, **error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY, *TURN)},
     summary="Answer the pending user message",
     description="Generates the assistant's answer to the conversation's last message when "
     "that message is the user's: after creating a conversation with `initial_message`, or to "
@@ -188,10 +266,15 @@ async def _sse(
     )
 
 
-@router.get("/stats/tokens", response_model=TokenStats)
+@router.get(
+    "/stats/tokens",
+    response_model=TokenStats,
+    summary="Token use and quota",
+    responses=error_responses(*AUTH, *DB),
+)
 async def token_stats(user: CurrentUser, rt: RuntimeDep):
-    """Token use over all conversations (deleted ones included: tokens spent stay spent), and
-    the quota window."""
+    """Tokens used over all the caller's conversations (deleted ones included: tokens spent
+    stay spent), conversations per status, and the current quota window."""
     stats = await conversations.token_stats(rt.sessions, user_id=user)
     period = rt.settings.token_quota_period_seconds
     used = await limits.tokens_used(rt.sessions, user_id=user, period_seconds=period)

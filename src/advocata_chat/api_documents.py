@@ -8,20 +8,24 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from advocata_chat import documents
+from advocata_chat.api import AUTH, DB, JSON_BODY, PARAMS
 from advocata_chat.deps import CurrentUser, RuntimeDep
-from advocata_chat.errors import PayloadTooLarge
+from advocata_chat.documents import DocumentNotFound
+from advocata_chat.errors import InvalidInput, PayloadTooLarge, error_responses
+from advocata_chat.extract import EmptyDocument, UnreadableFile, UnsupportedFile
+from advocata_chat.limits import RateLimited
 from advocata_chat.retrieval import hit_to_document, hybrid_search
 from advocata_chat.schemas import (
     DocumentOut,
     DocumentPage,
-    ErrorBody,
     SearchRequest,
     SearchResponse,
     SearchResult,
 )
 
-_errors = {code: {"model": ErrorBody} for code in (401, 404, 422)}
-router = APIRouter(prefix="/api/v1", tags=["documents"], responses=_errors)
+router = APIRouter(prefix="/api/v1", tags=["documents"])
+DOCUMENT = (DocumentNotFound, InvalidInput)  # a document id in the path
+UPLOAD = (PayloadTooLarge, UnsupportedFile, InvalidInput, UnreadableFile, EmptyDocument)
 
 
 @router.post(
@@ -30,20 +34,26 @@ router = APIRouter(prefix="/api/v1", tags=["documents"], responses=_errors)
     response_model=DocumentOut,
     responses={
         200: {"model": DocumentOut, "description": "The same file was already uploaded"},
-        413: {"model": ErrorBody},
-        415: {"model": ErrorBody},
+        **error_responses(*AUTH, *DB, *UPLOAD, RateLimited),
     },
-    description="Upload a .pdf, .docx, .txt, .md or .html file. Text is extracted at once "
-    "(a broken or empty file is refused here); indexing continues in the background with "
-    "status `processing`, or before the response with `?wait=true`.",
+    summary="Upload a document",
+    description="Upload a .pdf, .docx, .txt, .md or .html file (multipart field `file`). "
+    "Text is extracted at once (a broken or empty file is refused here, and nothing is "
+    "stored); indexing continues in the background with status `processing`, or before the "
+    "response with `?wait=true`. The same bytes uploaded again return the existing document "
+    "with 200. Uploads per hour are limited by `RATE_UPLOADS_PER_HOUR`.",
 )
 async def upload_document(
     user: CurrentUser,
     rt: RuntimeDep,
     response: Response,
     file: Annotated[UploadFile, File(description="The document")],
-    title: Annotated[str | None, Form(max_length=300)] = None,
-    wait: bool = False,
+    title: Annotated[
+        str | None, Form(max_length=300, description="Shown in citations; default: file name")
+    ] = None,
+    wait: Annotated[
+        bool, Query(description="Answer once indexing is done (status `ready` or `failed`)")
+    ] = False,
 ):
     limit = rt.settings.max_upload_bytes
     data = await file.read(limit + 1)
@@ -62,28 +72,54 @@ async def upload_document(
     return doc
 
 
-@router.get("/documents", response_model=DocumentPage)
+@router.get(
+    "/documents",
+    response_model=DocumentPage,
+    summary="List documents",
+    responses=error_responses(*AUTH, *DB, *PARAMS),
+)
 async def list_documents(
     user: CurrentUser,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Documents to skip")] = 0,
 ):
+    """The caller's documents, newest first, with their indexing status."""
     return await documents.list_page(rt, user_id=user, limit=limit, offset=offset)
 
 
-@router.get("/documents/{document_id}", response_model=DocumentOut)
+@router.get(
+    "/documents/{document_id}",
+    response_model=DocumentOut,
+    summary="Get a document",
+    responses=error_responses(*AUTH, *DB, *DOCUMENT),
+)
 async def get_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
+    """One document: poll `status` (`processing`, `ready` or `failed` with `error`) after an
+    upload without `?wait=true`."""
     return await documents.get(rt, user_id=user, document_id=document_id)
 
 
-@router.delete("/documents/{document_id}", status_code=204)
+@router.delete(
+    "/documents/{document_id}",
+    status_code=204,
+    summary="Delete a document",
+    responses=error_responses(*AUTH, *DB, *DOCUMENT),
+)
 async def delete_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
+    """Delete the document and its chunks in one transaction: later answers no longer find
+    or cite it."""
     await documents.delete(rt, user_id=user, document_id=document_id)
     return Response(status_code=204)
 
 
-@router.post("/search", response_model=SearchResponse, tags=["search"])
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    tags=["search"],
+    summary="Search the caller's documents",
+    responses=error_responses(*AUTH, *DB, *JSON_BODY),
+)
 async def search(body: SearchRequest, user: CurrentUser, rt: RuntimeDep):
     """What the model would see: the user's chunks for a query, and which retriever found
     each (vector, full-text, or both)."""

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
@@ -18,6 +19,30 @@ from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
+from advocata_chat.schemas import Health, Readiness
+
+DESCRIPTION = """Legal consultations in Russian, grounded in the user's own documents: answers
+cite their sources as `[n]`.
+
+Every endpoint under `/api/v1` takes `Authorization: Bearer <JWT>` (`advocata-chat token
+--user UUID` prints one for development) and sees only the caller's data: someone else's
+conversation or document is a 404. Errors have one body, `{"error", "code", "detail"}`.
+
+Answers stream over the WebSocket `/ws/chat/{conversation_id}?token=<JWT>`, or as Server-Sent
+Events from the turn endpoints with `Accept: text/event-stream`. The whole contract, frames
+and close codes included, is in the repository's `docs/api.md`."""
+
+TAGS = [
+    {"name": "chat", "description": "Conversations, messages and answers"},
+    {"name": "templates", "description": "Legal conversation templates"},
+    {"name": "feedback", "description": "👍/👎 on answers, by prompt version"},
+    {"name": "export", "description": "A consultation as Markdown, DOCX or PDF"},
+    {"name": "sharing", "description": "Read access for lawyers"},
+    {"name": "documents", "description": "The user's documents that answers are grounded in"},
+    {"name": "search", "description": "What retrieval finds in the user's documents"},
+    {"name": "prompts", "description": "The prompt versions in use (for prompt engineers)"},
+    {"name": "ops", "description": "Liveness and readiness probes"},
+]
 
 
 class BodySizeLimit:
@@ -67,11 +92,15 @@ def create_app(
             await app.state.hub.stop()
             await rt.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc come from files inside the fastapi-offline wheel, not a CDN.
+    app = FastAPIOffline(
         title="Advocata Chat",
         version="0.1.0",
-        description="Legal consultations grounded in the user's own documents.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
+        # Swagger UI would otherwise send the schema's URL to an online validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     install_error_handlers(app)
     app.add_middleware(logs.RequestId)
@@ -86,15 +115,27 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(playground.router)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness", response_model=Health)
     async def healthz() -> dict[str, str]:
+        """200 once the process has started (database and migrations included)."""
         # Uvicorn accepts connections only after the lifespan start-up (database, migrations)
         # has finished, so answering at all means ready.
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Database down or not migrated"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
-        """Ready when the database answers and its schema is at the code's migration head."""
+        """200 when the database answers and its schema is at the code's migration head;
+        503 otherwise, saying which."""
         rt = request.app.state.runtime
         head = db.current_head()
         try:

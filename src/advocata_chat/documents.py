@@ -36,6 +36,8 @@ EMBED_BATCH = 64
 
 
 class DocumentNotFound(NotFound):
+    example = "Document not found"
+
     def __init__(self) -> None:
         super().__init__("Document not found")
 

@@ -17,16 +17,25 @@ SUPPORTED = {".pdf", ".docx", ".txt", ".md", ".html", ".htm"}
 
 
 class UnsupportedFile(AppError):
+    """The file is not .pdf, .docx, .txt, .md or .html."""
+
     status_code = 415
     code = "unsupported_file"
+    example = "Unsupported file type '.xlsx'. Supported: .docx, .htm, .html, .md, .pdf, .txt"
 
 
 class UnreadableFile(InvalidInput):
+    """The file is corrupt, encrypted or not text; nothing is stored."""
+
     code = "unreadable_file"
+    example = "The PDF is encrypted; upload a copy without a password"
 
 
 class EmptyDocument(InvalidInput):
+    """The file has no text (empty, or scanned images only); nothing is stored."""
+
     code = "empty_document"
+    example = "The file is empty"
 
 
 @dataclass

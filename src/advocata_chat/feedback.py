@@ -17,7 +17,7 @@ RATINGS = {"up": 1, "down": -1}
 
 
 class FeedbackNotFound(NotFound):
-    pass
+    example = "No feedback on this message"
 
 
 def _out(row: Feedback) -> FeedbackOut:

@@ -23,23 +23,38 @@ from advocata_chat.runtime import Runtime
 
 
 class ConversationBusy(Conflict):
+    """Another answer in this conversation was still being generated after
+    `TURN_WAIT_SECONDS`."""
+
     code = "conversation_busy"
+    example = "Another answer is still being generated in this conversation; retry shortly"
 
 
 class NothingToAnswer(Conflict):
+    """`reply` with no unanswered user message, or `regenerate` with no question to answer."""
+
     code = "nothing_to_answer"
+    example = "There is no unanswered user message to reply to"
 
 
 class ConversationNotActive(Conflict):
+    """The conversation is archived or deleted; set its status to `active` to continue it."""
+
     code = "conversation_not_active"
+    example = "Conversation is archived; set its status to active to continue it"
 
 
 class CannotEdit(Conflict):
+    """Only the last user message of the conversation can be edited."""
+
     code = "cannot_edit"
+    example = "Only the last user message can be edited"
 
 
 class MessageNotFound(NotFound):
-    pass
+    """No such message in this conversation (or it was replaced by a newer version)."""
+
+    example = "Message not found"
 
 
 def _lease(rt: Runtime) -> timedelta:

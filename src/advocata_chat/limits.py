@@ -15,13 +15,23 @@ from advocata_chat.models import Conversation, Message
 
 
 class RateLimited(AppError):
+    """Over `RATE_MESSAGES_PER_MINUTE` (turns) or `RATE_UPLOADS_PER_HOUR` (uploads) for this
+    user; retry after `Retry-After` seconds."""
+
     status_code = 429
     code = "rate_limited"
+    example = "Too many message requests: the limit is 30 per 60 s"
+    example_detail = {"limit": 30, "window_seconds": 60, "retry_after": 17}
 
 
 class QuotaExceeded(AppError):
+    """The user's `TOKEN_QUOTA` for the period is spent; checked before the model is
+    called, so nothing is stored."""
+
     status_code = 429
     code = "quota_exceeded"
+    example = "Token quota spent: 2000000 of 2000000 tokens in the last 86400 s"
+    example_detail = {"used": 2000000, "quota": 2000000, "period_seconds": 86400}
 
 
 _HIT = text(

@@ -12,8 +12,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from advocata_chat.deps import CurrentUser, RuntimeDep
-from advocata_chat.errors import NotFound
-from advocata_chat.schemas import ErrorBody, PromptList, PromptOut
+from advocata_chat.errors import NotFound, Unauthorized, error_responses
+from advocata_chat.schemas import PromptList, PromptOut
 
 STATIC = Path(__file__).parent / "static"
 _FILES = {
@@ -30,7 +30,8 @@ router = APIRouter()
     "/api/v1/prompts",
     response_model=PromptList,
     tags=["prompts"],
-    responses={401: {"model": ErrorBody}},
+    summary="Prompt versions in use",
+    responses=error_responses(Unauthorized),
 )
 async def list_prompts(user: CurrentUser, rt: RuntimeDep):
     """The prompt versions in use (sha256 of each file with its includes) and, in

@@ -15,6 +15,8 @@ from advocata_chat.schemas import ConversationSummary, ShareOut
 
 
 class ShareNotFound(NotFound):
+    example = "Share not found"
+
     def __init__(self) -> None:
         super().__init__("Share not found")
 
