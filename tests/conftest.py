@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -24,6 +25,19 @@ from advocata_chat.app import create_app
 from advocata_chat.auth import mint_token
 from advocata_chat.config import Settings
 from tests.openai_stub import OpenAIStub
+
+# Browser tests use Debian's Chromium, never a downloaded browser (`.ci/run` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +166,26 @@ def alice() -> uuid.UUID:
 @pytest.fixture
 def bob() -> uuid.UUID:
     return uuid.uuid4()
+
+
+@pytest.fixture
+def page(tmp_path):
+    """A page in headless Chromium, in a fresh profile."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        # A fresh profile per test: nothing (a stored token, a cache) leaks between runs.
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            context.close()

@@ -139,7 +139,8 @@ def test_every_operation_has_a_summary_description_and_tags(app, doc):
         for what, ok in (
             ("summary", route.summary),  # set, not derived from the function's name
             ("description", _operation(doc, route).get("description")),
-            ("tags", _operation(doc, route).get("tags")),
+            # One tag: a client generator makes an API class per tag.
+            ("one tag", len(_operation(doc, route).get("tags", [])) == 1),
         )
         if not ok
     ]

@@ -31,16 +31,6 @@ CONTRACT = (
     "3. Срок выполнения работ — до 1 марта 2026 года.\n"
     "4. Гарантийный срок на выполненные работы составляет 24 месяца.\n"
 )
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +48,6 @@ def server(database_url, prompts_dir):
     srv.wait_ready()
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def page(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        # A fresh profile per test: nothing (a stored token, a cache) leaks between runs.
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=ARGS,
-            viewport={"width": 1400, "height": 900},
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            context.close()
 
 
 def test_upload_ask_stream_and_see_the_citation(server, settings, prompts_dir, page, tmp_path):

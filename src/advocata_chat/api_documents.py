@@ -23,7 +23,7 @@ from advocata_chat.schemas import (
     SearchResult,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["documents"])
+router = APIRouter(prefix="/api/v1")
 DOCUMENT = (DocumentNotFound, InvalidInput)  # a document id in the path
 UPLOAD = (PayloadTooLarge, UnsupportedFile, InvalidInput, UnreadableFile, EmptyDocument)
 
@@ -31,6 +31,7 @@ UPLOAD = (PayloadTooLarge, UnsupportedFile, InvalidInput, UnreadableFile, EmptyD
 @router.post(
     "/documents",
     status_code=201,
+    tags=["documents"],
     response_model=DocumentOut,
     responses={
         200: {"model": DocumentOut, "description": "The same file was already uploaded"},
@@ -75,6 +76,7 @@ async def upload_document(
 @router.get(
     "/documents",
     response_model=DocumentPage,
+    tags=["documents"],
     summary="List documents",
     responses=error_responses(*AUTH, *DB, *PARAMS),
 )
@@ -91,6 +93,7 @@ async def list_documents(
 @router.get(
     "/documents/{document_id}",
     response_model=DocumentOut,
+    tags=["documents"],
     summary="Get a document",
     responses=error_responses(*AUTH, *DB, *DOCUMENT),
 )
@@ -103,6 +106,7 @@ async def get_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep
 @router.delete(
     "/documents/{document_id}",
     status_code=204,
+    tags=["documents"],
     summary="Delete a document",
     responses=error_responses(*AUTH, *DB, *DOCUMENT),
 )

@@ -38,7 +38,8 @@ from advocata_chat.schemas import (
 )
 from advocata_chat.sharing import ShareNotFound
 
-router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
+# One tag per operation: client generators make one API class per tag.
+router = APIRouter(prefix="/api/v1/chat")
 CONV = "/conversations/{conversation_id}"
 # Feedback is on a message of a conversation: either may be missing (or someone else's).
 FEEDBACK = (*CONVERSATION, FeedbackNotFound)
@@ -61,6 +62,7 @@ async def list_templates(user: CurrentUser, rt: RuntimeDep):
 @router.post(
     CONV + "/regenerate",
     response_model=ConversationOut,
+    tags=["chat"],
     summary="Answer the last question again",
     responses={**TURN_OK, **error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY, *TURN)},
 )
@@ -91,6 +93,7 @@ async def regenerate(
 @router.patch(
     CONV + "/messages/{message_id}",
     response_model=ConversationOut,
+    tags=["chat"],
     summary="Edit the last user message and answer it again",
     responses=error_responses(
         *AUTH, *DB, *CONVERSATION, MessageNotFound, *JSON_BODY, CannotEdit, *TURN

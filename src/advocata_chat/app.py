@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_redoc_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -31,6 +32,8 @@ conversation or document is a 404. Errors have one body, `{"error", "code", "det
 Answers stream over the WebSocket `/ws/chat/{conversation_id}?token=<JWT>`, or as Server-Sent
 Events from the turn endpoints with `Accept: text/event-stream`. The whole contract, frames
 and close codes included, is in the repository's `docs/api.md`."""
+
+DOCS_ASSETS = "/static-offline-docs"  # where fastapi-offline's files are served
 
 TAGS = [
     {"name": "chat", "description": "Conversations, messages and answers"},
@@ -99,6 +102,8 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        redoc_url=None,  # below, with a content security policy
         # Swagger UI would otherwise send the schema's URL to an online validator.
         swagger_ui_parameters={"validatorUrl": None},
     )
@@ -114,6 +119,20 @@ def create_app(
     app.include_router(api_documents.router)
     app.include_router(ws.router)
     app.include_router(playground.router)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        # ReDoc's sidebar shows a logo from its vendor's CDN: images from elsewhere are
+        # refused, so the page makes no request off this host (the logo just hides).
+        page.headers["Content-Security-Policy"] = "img-src 'self' data: blob:"
+        return page
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
