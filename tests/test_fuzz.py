@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from advocata_chat.auth import mint_token
 from tests.server import Server
@@ -47,7 +47,7 @@ def test_no_5xx_and_responses_match_the_schema(case, fuzz_server, settings_for_f
     case.call_and_validate(
         base_url=fuzz_server.url,
         headers={"Authorization": f"Bearer {settings_for_fuzz}"},
-        checks=[not_a_server_error, response_schema_conformance],
+        checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
     )
 
 

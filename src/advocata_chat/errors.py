@@ -219,6 +219,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:
+        # FastAPI refuses a body it cannot parse (not UTF-8, broken multipart) with a bare
+        # 400; for a client that is one more invalid request, as a body that is not JSON is.
+        err = InvalidInput(f"Invalid request: {exc.detail}")
+        return _json(err.status_code, err.body())
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
     code = codes.get(exc.status_code, "http_error")
     return _json(exc.status_code, {"error": str(exc.detail), "code": code}, exc.headers)
