@@ -226,3 +226,32 @@ async def test_home_redirects_to_the_docs_and_the_docs_load_nothing_from_elsewhe
         assert assets and all(a.startswith("/") for a in assets), (page, assets)
         for asset in assets:
             assert (await client.get(asset)).status_code == 200, asset
+
+
+def _error_classes() -> set[type]:
+    import advocata_chat.api_documents  # noqa: F401  (imports every module that defines errors)
+    import advocata_chat.ws  # noqa: F401
+    from advocata_chat.errors import AppError
+
+    found, todo = set(), [AppError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_docs_api_md_covers_every_path_error_code_and_close_code(doc):
+    """docs/api.md is the contract in the repository: it must not fall behind the code."""
+    from advocata_chat import ws
+    from advocata_chat.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    normalized = re.sub(r"\{[^}]*\}", "{}", text)
+    paths = [re.sub(r"\{[^}]*\}", "{}", p).removeprefix("/api/v1/chat") for p in doc["paths"]]
+    assert not [p for p in paths if p not in normalized]
+    # The base classes' own codes are never sent: only their subclasses are raised.
+    codes = {cls.code for cls in _error_classes()} - {"bad_request", "conflict"}
+    assert len(codes) > 15 and not [c for c in codes if f"`{c}`" not in text]
+    closes = [v for k, v in vars(ws).items() if k.startswith("CLOSE_")]
+    assert len(closes) == 4 and not [c for c in closes if f"| {c} |" not in text]
