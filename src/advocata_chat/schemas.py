@@ -242,4 +242,7 @@ class PromptOut(BaseModel):
 
 class PromptList(BaseModel):
     live_reload: bool = Field(description="Edits take effect on the next message (development)")
+    model: str = Field(
+        description="The chat model that answers: its name, or offline-extractive when none is set"
+    )
     prompts: list[PromptOut]
