@@ -126,7 +126,8 @@ function refuseToken(reason) {
   localStorage.removeItem("advocata.token");
   $("#token").value = "";
   setSocketState("disconnected", "token refused");
-  showBanner(`Token refused: ${reason.replace(/\.$/, "")}. Paste a valid token (advocata-chat token --user UUID).`);
+  const why = reason.replace(/\.$/, "");
+  showBanner(`Token refused: ${why}. Paste a valid token (advocata-chat token --user UUID).`);
 }
 
 // ---- Prompts ---------------------------------------------------------------------------
