@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
+from advocata_chat.headers import SecurityHeaders
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
 from advocata_chat.schemas import Health, Readiness
@@ -113,6 +114,11 @@ def create_app(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+    )
+    # Added last, so it is outermost: the refusals above get the headers too.
+    app.add_middleware(
+        SecurityHeaders,
+        docs_paths=[app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url],
     )
     app.include_router(api.router)
     app.include_router(api_roadmap.router)

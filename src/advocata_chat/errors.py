@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from advocata_chat.headers import API_HEADERS
+
 log = logging.getLogger(__name__)
 
 
@@ -239,7 +241,8 @@ async def _database(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return _json(500, {"error": "Internal server error", "code": "internal_error"})
+    # Sent from outside the middleware stack, so the security headers are added here.
+    return _json(500, {"error": "Internal server error", "code": "internal_error"}, API_HEADERS)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -238,6 +238,7 @@ FEEDBACK_SUMMARY = {
 }
 PROMPTS = {
     "live_reload": True,
+    "model": "offline-extractive",
     "prompts": [
         {
             "name": "answer",

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 
 from advocata_chat.deps import CurrentUser, RuntimeDep
 from advocata_chat.errors import NotFound, Unauthorized, error_responses
+from advocata_chat.llm import model_name
 from advocata_chat.schemas import PromptList, PromptOut
 
 STATIC = Path(__file__).parent / "static"
@@ -34,10 +35,11 @@ router = APIRouter()
     responses=error_responses(Unauthorized),
 )
 async def list_prompts(user: CurrentUser, rt: RuntimeDep):
-    """The prompt versions in use (sha256 of each file with its includes) and, in
-    development, why an edited file is not in use."""
+    """The prompt versions in use (sha256 of each file with its includes), the chat model
+    that answers and, in development, why an edited file is not in use."""
     return PromptList(
         live_reload=rt.prompts.live,
+        model=model_name(rt.llm),
         prompts=[PromptOut(**vars(s)) for s in rt.prompts.status()],
     )
 

@@ -364,6 +364,9 @@ class PromptList(BaseModel):
     model_config = _example(ex.PROMPTS)
 
     live_reload: bool = Field(description="Edits take effect on the next message (development)")
+    model: str = Field(
+        description="The chat model that answers: its name, or offline-extractive when none is set"
+    )
     prompts: list[PromptOut] = Field(description="Every prompt file, by name")
 
 

@@ -11,16 +11,29 @@ const state = {
   prompts: [],
   documents: [],
   turn: null, // the turn whose answer is streaming
+  session: 0, // bumped when the token changes: answers for the previous user are dropped
+  conversationsSeq: 0, // only the latest conversation list is drawn
 };
+const HINT = $("#turns .hint").cloneNode(true);
+
+// An answer nobody should see: the token was refused, or changed while it was in flight.
+class Dropped extends Error {}
 
 // ---- API -------------------------------------------------------------------------------
 
 async function api(path, options = {}) {
+  const session = state.session;
   const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
   const response = await fetch(path, { ...options, headers });
+  if (session !== state.session) throw new Dropped("the token changed");
   if (response.status === 204) return null;
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+  const message = body.error || `${response.status} ${response.statusText}`;
+  if (response.status === 401) {
+    refuseToken(message);
+    throw new Dropped(message);
+  }
+  if (!response.ok) throw new Error(message);
   return body;
 }
 
@@ -56,6 +69,13 @@ function showBanner(text) {
   banner.hidden = !text;
 }
 
+// A catch handler that reports on the banner, except what nobody should see.
+function fail(prefix) {
+  return (error) => {
+    if (!(error instanceof Dropped)) showBanner(`${prefix}${error.message}`);
+  };
+}
+
 function tokenSubject(token) {
   // Display only: the server checks the signature.
   try {
@@ -69,18 +89,45 @@ function tokenSubject(token) {
 // ---- Token -----------------------------------------------------------------------------
 
 async function useToken(token) {
+  resetUser();
   state.token = token.trim();
   localStorage.setItem("advocata.token", state.token);
   try {
     await loadPrompts();
   } catch (error) {
-    $("#whoami").textContent = "";
-    showBanner(`Token refused: ${error.message}`);
+    fail("Could not load the prompts: ")(error);
     return;
   }
-  showBanner("");
   $("#whoami").textContent = `user ${tokenSubject(state.token)}`;
-  await Promise.all([loadDocuments(), loadConversations()]);
+  await Promise.all([loadDocuments(), loadConversations()]).catch(fail(""));
+}
+
+// A new token is a new user: nothing of the previous one stays on screen or on the wire.
+function resetUser() {
+  state.session += 1;
+  closeSocket();
+  clearTimeout(documentPoll);
+  Object.assign(state, {
+    conversationId: null, turn: null, prompts: [], documents: [], pendingRag: undefined,
+  });
+  for (const id of ["#whoami", "#model", "#reload-mode", "#conv-tokens"]) $(id).textContent = "";
+  for (const id of ["#prompts tbody", "#docs", "#convs"]) $(id).replaceChildren();
+  $("#conv-title").textContent = "No conversation open";
+  $("#turns").replaceChildren(HINT.cloneNode(true));
+  $("#stop").disabled = true;
+  setSocketState("disconnected");
+  showBanner("");
+  $("#banner").classList.remove("prompt-error");
+}
+
+function refuseToken(reason) {
+  resetUser();
+  state.token = "";
+  localStorage.removeItem("advocata.token");
+  $("#token").value = "";
+  setSocketState("disconnected", "token refused");
+  const why = reason.replace(/\.$/, "");
+  showBanner(`Token refused: ${why}. Paste a valid token (advocata-chat token --user UUID).`);
 }
 
 // ---- Prompts ---------------------------------------------------------------------------
@@ -89,6 +136,11 @@ async function loadPrompts() {
   const body = await api("/api/v1/prompts");
   state.prompts = body.prompts;
   $("#reload-mode").textContent = body.live_reload ? "live reload" : "loaded at start";
+  const model = $("#model");
+  model.textContent = `model: ${body.model}`;
+  model.title = body.model === "offline-extractive"
+    ? "No chat model is configured: answers are sentences picked from your documents"
+    : "The chat model that answers";
   const rows = $("#prompts tbody");
   rows.replaceChildren();
   const broken = [];
@@ -182,7 +234,9 @@ async function upload(event) {
 // ---- Conversations ---------------------------------------------------------------------
 
 async function loadConversations() {
+  const seq = ++state.conversationsSeq;
   const page = await api("/api/v1/chat/conversations?limit=50");
+  if (seq !== state.conversationsSeq) return; // a later call draws the list
   const list = $("#convs");
   list.replaceChildren();
   for (const c of page.items) {
@@ -190,7 +244,7 @@ async function loadConversations() {
     item.dataset.id = c.id;
     item.append(el("span", "title", c.title || "Untitled"));
     item.append(el("span", "muted small", `${c.messages_count} msgs · ${c.total_tokens} tokens`));
-    item.addEventListener("click", () => openConversation(c.id));
+    item.addEventListener("click", () => openConversation(c.id).catch(fail("")));
     list.append(item);
   }
   if (!page.items.length) list.append(el("li", "muted", "No conversations yet"));
@@ -201,7 +255,7 @@ async function newConversation() {
     const conversation = await postJson("/api/v1/chat/conversations", {});
     await openConversation(conversation.id);
   } catch (error) {
-    showBanner(error.message);
+    fail("")(error);
   }
 }
 
@@ -209,7 +263,7 @@ async function openConversation(id) {
   const conversation = await api(`/api/v1/chat/conversations/${id}?include_messages=true`);
   state.conversationId = id;
   state.turn = null;
-  $("#conv-title").textContent = conversation.title || "Untitled";
+  showTitle(conversation.title);
   showTotals(conversation);
   const turns = $("#turns");
   turns.replaceChildren();
@@ -229,6 +283,12 @@ async function openConversation(id) {
   await loadConversations();
 }
 
+function showTitle(title) {
+  $("#conv-title").textContent = title || "Untitled";
+  const item = $(`#convs li[data-id="${state.conversationId}"] .title`);
+  if (item) item.textContent = title || "Untitled";
+}
+
 function showTotals(conversation) {
   const total = conversation.total_tokens ?? "?";
   const count = conversation.messages_count ?? "?";
@@ -237,35 +297,51 @@ function showTotals(conversation) {
 
 // ---- WebSocket -------------------------------------------------------------------------
 
-function setSocketState(text, ok) {
+// The pill tells the state of this page's socket (disconnected, connecting, connected);
+// the model has a pill of its own.
+function setSocketState(name, reason) {
   const pill = $("#socket");
-  pill.textContent = text;
-  pill.classList.toggle("ok", Boolean(ok));
-  $("#send").disabled = !ok || Boolean(state.turn);
+  pill.dataset.state = name;
+  pill.textContent = reason ? `${name}: ${reason}` : name;
+  $("#send").disabled = name !== "connected" || Boolean(state.turn);
+}
+
+function closeSocket() {
+  const socket = state.socket;
+  state.socket = null;
+  if (socket) {
+    socket.onclose = null;
+    socket.onmessage = null;
+    socket.close();
+  }
 }
 
 function connect(id) {
-  if (state.socket) {
-    state.socket.onclose = null;
-    state.socket.close();
-  }
+  closeSocket();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const url = `${scheme}://${location.host}/ws/chat/${id}?token=${encodeURIComponent(state.token)}`;
   const socket = new WebSocket(url);
   state.socket = socket;
-  setSocketState("connecting", false);
+  setSocketState("connecting");
   socket.onmessage = (event) => onFrame(JSON.parse(event.data));
   socket.onclose = (event) => {
     if (state.socket !== socket) return;
-    const reason = event.code === 4401 ? "token refused" : event.reason || "closed";
-    setSocketState(`offline (${reason})`, false);
+    if (event.code === 4401) {
+      refuseToken(event.reason || "the server closed the socket");
+      return;
+    }
+    setSocketState("disconnected", event.reason || "closed");
   };
 }
 
 function onFrame(frame) {
   switch (frame.type) {
     case "connected":
-      setSocketState("connected", true);
+      setSocketState("connected");
+      break;
+    case "title":
+      showTitle(frame.title);
+      loadConversations().catch(() => {});
       break;
     case "message_received":
       state.turn = newTurn(frame.message.content);
@@ -280,7 +356,7 @@ function onFrame(frame) {
       turn.text += frame.delta;
       turn.answer.textContent = turn.text;
       turn.node.classList.add("streaming");
-      turn.node.scrollIntoView({ block: "end" });
+      keepInView(turn.answer);
       break;
     }
     case "message":
@@ -329,6 +405,7 @@ async function finishStreamedTurn(frame) {
   const names = rag ? ["answer", "condense"] : ["chat"];
   finishTurn(turn, frame.message, storedVersions(frame.message) || promptVersions(names));
   renderSources(turn, frame.message.citations || []);
+  keepInView(turn.answer.parentElement);
   setBusy(false);
   loadConversations().catch(() => {});
 }
@@ -370,6 +447,13 @@ function newTurn(question) {
   state.pendingRag = undefined;
   node.scrollIntoView({ block: "end" });
   return turn;
+}
+
+// Follow the answer itself, not the end of its turn: the sources beside it may be taller.
+function keepInView(node) {
+  const box = $("#turns");
+  const below = node.getBoundingClientRect().bottom - box.getBoundingClientRect().bottom;
+  if (below > 0) box.scrollTop += below + 8;
 }
 
 function finishTurn(turn, message, versions, warning) {
