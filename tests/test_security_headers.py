@@ -119,7 +119,7 @@ async def test_every_route_in_the_route_table_has_the_headers(client):
 
 async def test_interactive_docs_keep_their_inline_set_up_script(client):
     """Swagger UI and ReDoc start from an inline script: their CSP must not forbid it."""
-    for path in (client.app.docs_url, client.app.redoc_url):
+    for path in ("/docs", "/redoc"):
         r = await client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert_common(r)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
-from advocata_chat.headers import SecurityHeaders
+from advocata_chat.headers import DOCS_CSP, SecurityHeaders
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
 from advocata_chat.schemas import Health, Readiness
@@ -35,6 +35,7 @@ Events from the turn endpoints with `Accept: text/event-stream`. The whole contr
 and close codes included, is in the repository's `docs/api.md`."""
 
 DOCS_ASSETS = "/static-offline-docs"  # where fastapi-offline's files are served
+REDOC_URL = "/redoc"  # our own route (below), not fastapi-offline's
 
 TAGS = [
     {"name": "chat", "description": "Conversations, messages and answers"},
@@ -118,7 +119,8 @@ def create_app(
     # Added last, so it is outermost: the refusals above get the headers too.
     app.add_middleware(
         SecurityHeaders,
-        docs_paths=[app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url],
+        # FastAPIOffline serves /docs itself and leaves `app.docs_url` None.
+        docs_paths=["/docs", REDOC_URL, app.swagger_ui_oauth2_redirect_url],
     )
     app.include_router(api.router)
     app.include_router(api_roadmap.router)
@@ -126,7 +128,7 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(playground.router)
 
-    @app.get("/redoc", include_in_schema=False)
+    @app.get(REDOC_URL, include_in_schema=False)
     async def redoc() -> HTMLResponse:
         page = get_redoc_html(
             openapi_url=app.openapi_url or "/openapi.json",
@@ -137,7 +139,7 @@ def create_app(
         )
         # ReDoc's sidebar shows a logo from its vendor's CDN: images from elsewhere are
         # refused, so the page makes no request off this host (the logo just hides).
-        page.headers["Content-Security-Policy"] = "img-src 'self' data: blob:"
+        page.headers["Content-Security-Policy"] = f"{DOCS_CSP}; img-src 'self' data: blob:"
         return page
 
     @app.get("/", include_in_schema=False)
