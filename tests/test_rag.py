@@ -45,7 +45,7 @@ async def test_offline_answer_quotes_and_cites_the_right_passage(client, auth, a
     _, answer = await ask(client, h, "Сколько стоят работы по договору подряда?")
     assert "164 800" in answer["content"]
     assert contract["id"] in answer["referenced_documents"]
-    assert answer["token_count"] > 0
+    assert answer["token_count"] == 0  # the offline model bills nothing
 
 
 async def test_offline_model_abstains_when_the_documents_do_not_answer(client, auth, alice):
