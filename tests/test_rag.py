@@ -121,5 +121,6 @@ def test_cli_ingest_and_reindex(tmp_path, make_database, monkeypatch):
         result = CliRunner().invoke(app, ["reindex"])
         assert result.exit_code == 0, result.output
         assert "reindexed 1 documents" in result.output
+        assert "reindexing" in result.output and "1/1" in result.output  # the progress bar
     finally:
         get_settings.cache_clear()

@@ -102,7 +102,10 @@ class Settings(BaseSettings):
         if self.advocata_env == "production" and (
             self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and not self.jwt_public_key
         ):
-            raise ValueError("JWT_SECRET must be set to a real secret when ADVOCATA_ENV=production")
+            raise ValueError(
+                "JWT_SECRET must be set to a real secret when ADVOCATA_ENV=production; make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.rag_chunk_overlap >= self.rag_chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         return self
