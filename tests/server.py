@@ -19,17 +19,21 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, **env: str) -> None:
+    def __init__(self, database_url: str | None, *args: str, **env: str) -> None:
+        """`database_url=None` lets `serve` start the embedded PostgreSQL (and migrate it);
+        `args` go to `serve`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "DATABASE_URL": database_url, "AUTO_MIGRATE": "false"}
+        if database_url is None:
+            environment.update(DATABASE_URL="", AUTO_MIGRATE="true")
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             environment.pop(name, None)
         environment.update(env)
         # Logs go to a file: an unread pipe fills up and then blocks the server.
         self.log = tempfile.NamedTemporaryFile(prefix="advocata-server-", suffix=".log")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "advocata_chat.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "advocata_chat.cli", "serve", "--port", str(self.port), *args],
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=self.log,

@@ -24,3 +24,19 @@ def test_a_marker_inside_the_sentence_still_cites_it():
     answer = "Работы надо закончить до 1 марта 2026 года [1]."
     [cite] = extract_citations(answer, [{**SOURCE, "content": CHUNK}])[0]
     assert "1 марта 2026" in cite["quote"]
+
+
+def test_a_source_cited_for_two_claims_keeps_both_passages():
+    answer = (
+        "Цена работ — 164 800 рублей [1]. Работы надо закончить до 1 марта 2026 года [1]. "
+        "Ещё раз: цена 164 800 рублей [1]."
+    )
+    [cite], documents = extract_citations(answer, [{**SOURCE, "content": CHUNK}])
+    assert documents == ["d"]
+    assert [q["quote"] for q in cite["quotes"]] == [
+        "Цена работ составляет 164 800 рублей.",
+        "Срок выполнения работ — до 1 марта 2026 года.",
+    ]
+    assert cite["quote"] == cite["quotes"][0]["quote"]
+    for q in cite["quotes"]:
+        assert CHUNK[q["quote_start"] - 100 : q["quote_end"] - 100] == q["quote"]

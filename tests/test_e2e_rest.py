@@ -71,4 +71,5 @@ def test_seed_python_example_runs_against_the_served_api(server, settings):
     assert conv["title"] == "Консультация по ДТП" and conv["messages_count"] == 3
     full = httpx.get(f"{server.url}/api/v1/chat/conversations/{conv['id']}", headers=headers)
     assert [m["role"] for m in full.json()["messages"]] == ["user", "user", "assistant"]
-    assert conv["total_tokens"] == full.json()["messages"][-1]["token_count"] > 0
+    # The offline model bills nothing.
+    assert conv["total_tokens"] == full.json()["messages"][-1]["token_count"] == 0

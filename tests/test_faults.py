@@ -150,19 +150,24 @@ async def test_message_rate_limit_is_429_with_retry_after(make_client, auth, ali
         assert r.status_code == 429
 
 
-async def test_token_quota_is_enforced_before_the_model_and_reported(make_client, auth, alice):
+async def test_token_quota_is_enforced_before_the_model_and_reported(
+    stub_client, stub, auth, alice
+):
     h = auth(alice)
-    async with make_client(token_quota=100, ws=False) as client:
+    # The stub bills 18 tokens per answer; the offline model bills none, so it needs a provider.
+    async with stub_client(token_quota=10, ws=False) as client:
         cid = (await client.post(CONV, json={"title": "t"}, headers=h)).json()["id"]
         first = await client.post(
             f"{CONV}/{cid}/messages", json={"message_content": "раз"}, headers=h
         )
-        assert first.status_code == 200 and first.json()["total_tokens"] > 100
+        assert first.status_code == 200 and first.json()["total_tokens"] > 10
+        calls = len(stub.state.requests)
         r = await client.post(f"{CONV}/{cid}/messages", json={"message_content": "два"}, headers=h)
         assert r.status_code == 429 and r.json()["code"] == "quota_exceeded"
+        assert len(stub.state.requests) == calls  # refused before the model was called
         stats = (await client.get("/api/v1/chat/stats/tokens", headers=h)).json()
         assert stats["quota"] == {
-            "limit": 100,
+            "limit": 10,
             "used": first.json()["total_tokens"],
             "period_seconds": 86400,
         }

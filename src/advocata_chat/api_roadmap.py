@@ -221,7 +221,7 @@ async def export_conversation(
     conv = await conversations.get(
         rt.sessions, user_id=who.user_id, conversation_id=conversation_id, lawyer=who.lawyer
     )
-    body, media = export.render(conv, format)
+    body, media = export.render(conv, format, tz=rt.settings.export_zone)
     name = f"advocata-consultation-{conversation_id}.{format}"
     return Response(
         body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}

@@ -82,41 +82,55 @@ def _claim_before(answer: str, position: int) -> str:
         end = start
 
 
+def _quote(source: dict, claim: set[str]) -> dict:
+    """The sentence of the chunk that best matches the claim, with its span in the document."""
+    body = source["content"]
+    spans = sentences(body) or [(0, len(body))]
+    best = max(spans, key=lambda sp: (len(claim & _words(body[sp[0] : sp[1]])), -sp[0]))
+    quote = body[best[0] : best[1]]
+    if len(quote) > 300:
+        quote = quote[:299] + "…"
+    return {
+        "quote": quote,
+        "quote_start": source["start"] + best[0],
+        "quote_end": source["start"] + best[1],
+    }
+
+
 def extract_citations(answer: str, sources: list[dict]) -> tuple[list[dict], list[str]]:
     """Citations for every valid [n] in the answer, and the documents they cite.
 
-    The quote is the sentence of the cited chunk that best matches the claim the marker
-    follows; its span is given in the document's extracted text.
+    One citation per source, in order of first mention. Its quote is the sentence of the
+    cited chunk that best matches the claim the marker follows; its span is given in the
+    document's extracted text. A source cited for several claims lists every distinct
+    passage in `quotes` (the first is also `quote`).
     """
     by_n = {s["n"]: s for s in sources}
-    citations: list[dict] = []
+    cited: dict[int, dict] = {}
     documents: list[str] = []
     for m in _CITE.finditer(answer):
         claim = _words(_claim_before(answer, m.start()))
         for raw in m.group(1).split(","):
             source = by_n.get(int(raw))
-            if source is None or any(c["n"] == source["n"] for c in citations):
+            if source is None:
                 continue
-            body = source["content"]
-            spans = sentences(body) or [(0, len(body))]
-            best = max(spans, key=lambda sp: (len(claim & _words(body[sp[0] : sp[1]])), -sp[0]))
-            quote = body[best[0] : best[1]]
-            if len(quote) > 300:
-                quote = quote[:299] + "…"
-            citations.append(
-                {
-                    "n": source["n"],
-                    "document_id": source["document_id"],
-                    "chunk_id": source["chunk_id"],
-                    "title": source.get("title"),
-                    "page": source.get("page"),
-                    "start": source["start"],
-                    "end": source["end"],
-                    "quote": quote,
-                    "quote_start": source["start"] + best[0],
-                    "quote_end": source["start"] + best[1],
-                }
-            )
+            quote = _quote(source, claim)
+            citation = cited.get(source["n"])
+            if citation is not None:
+                if quote not in citation["quotes"]:
+                    citation["quotes"].append(quote)
+                continue
+            cited[source["n"]] = {
+                "n": source["n"],
+                "document_id": source["document_id"],
+                "chunk_id": source["chunk_id"],
+                "title": source.get("title"),
+                "page": source.get("page"),
+                "start": source["start"],
+                "end": source["end"],
+                **quote,
+                "quotes": [quote],
+            }
             if source["document_id"] not in documents:
                 documents.append(source["document_id"])
-    return citations, documents
+    return list(cited.values()), documents

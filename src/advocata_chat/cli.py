@@ -1,15 +1,29 @@
-"""The `advocata-chat` command line."""
+"""The `advocata-chat` command line.
+
+A mistake a user can fix (an invalid setting, an index built by another embedder, a database
+that does not answer) ends the command with one `error:` line saying what to change, and a
+non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
 from advocata_chat.config import get_settings
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from advocata_chat.config import Settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -17,6 +31,106 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Advocata Chat service",
 )
+log = logging.getLogger("advocata_chat.serve")  # not __name__: `python -m` makes it __main__
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Local state folder (the embedded PostgreSQL lives in DATA_DIR/pgdata); "
+        "default: ADVOCATA_DATA_DIR",
+        file_okay=False,
+    ),
+]
+SECRETS = ("SECRET", "KEY", "PASSWORD", "DATABASE_URL")  # values never echoed back
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """One sentence per invalid setting: which variable, where it came from, what to do."""
+    lines = []
+    for e in error.errors():
+        reason = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a rule across settings (the model validator) names them itself
+            lines.append(f"{reason} (set in .env or the environment; see .env.example)")
+            continue
+        name = str(e["loc"][0]).upper()
+        where = (
+            "the environment"
+            if any(k.upper() == name for k in os.environ)
+            else f"{Path('.env').resolve()}"
+        )
+        value = "" if any(s in name for s in SECRETS) else f"={e.get('input')!r}"
+        lines.append(
+            f"{name}{value} in {where} is invalid: {reason}. Fix or remove it "
+            "(.env.example lists every setting with its allowed values)"
+        )
+    return lines
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        for line in settings_problems(e):
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+    if data_dir is not None:
+        settings = settings.model_copy(update={"advocata_data_dir": data_dir})
+    return settings
+
+
+def public_url(url: str) -> str:
+    """A database URL fit for a log line: no password."""
+    from sqlalchemy import URL, make_url
+
+    u = make_url(url)  # (URL.set(password=None) would keep the password)
+    bare = URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def _actionable(settings: Settings) -> Iterator[None]:
+    """Turn the failures a user can fix into one line and exit 2."""
+    import openai
+
+    from advocata_chat.errors import is_database_down
+    from advocata_chat.store import EmbedderMismatch
+
+    try:
+        yield
+    except EmbedderMismatch as e:
+        _fail(str(e))
+    except openai.OpenAIError as e:  # probing an embedder's dimension at start-up
+        where = settings.openai_base_url or "api.openai.com"
+        _fail(
+            f"the model provider at {where} failed: {e}. Check OPENAI_BASE_URL and "
+            "OPENAI_API_KEY, or set RAG_EMBEDDING_DIMENSIONS so no probe is needed"
+        )
+    except Exception as e:
+        if not is_database_down(e):
+            raise
+        where = public_url(settings.database_url) if settings.database_url else "(embedded)"
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        _fail(
+            f"cannot reach the database {where}: {reason}. Check DATABASE_URL, or unset it "
+            "to use the embedded PostgreSQL"
+        )
+
+
+def _database_url(settings: Settings) -> str:
+    from advocata_chat import db
+
+    try:
+        return db.resolve_database_url(settings)
+    except ValueError as e:  # not a PostgreSQL URL
+        _fail(f"{e}. Fix DATABASE_URL in .env or the environment, or unset it")
 
 
 def _quiet_logs() -> None:
@@ -26,36 +140,88 @@ def _quiet_logs() -> None:
     logs.configure("text", "warning")
 
 
+def running_on(
+    settings: Settings, *, embedded: bool, embedder: str, dims: int, host: str, port: int
+) -> list[str]:
+    """What `serve` tells at start-up, one line per part."""
+    from advocata_chat import db
+
+    if embedded:
+        database = f"embedded PostgreSQL in {db.embedded_pgdata(settings.advocata_data_dir)}"
+    else:
+        database = public_url(settings.database_url or "")
+    if settings.uses_openai:
+        where = urlsplit(settings.openai_base_url or "https://api.openai.com/v1")
+        server = where.hostname + (f":{where.port}" if where.port else "")
+        model = f"{settings.openai_model} at {server}"
+        if settings.openai_fallback_model:
+            model += f" (fallback {settings.openai_fallback_model})"
+    else:
+        model = (
+            "offline (extractive answers quoted from the user's documents, bills 0 tokens; "
+            "set OPENAI_API_KEY or OPENAI_BASE_URL for a provider)"
+        )
+    # A wildcard address is not something to open in a browser: this machine answers on it.
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    base = f"http://{shown}:{port}"
+    return [
+        f"database: {database}",
+        f"chat model: {model}",
+        f"embedder: {embedder}, {dims} dimensions",
+        f"prompts: {settings.prompts_dir.resolve()}",
+        f"docs: {base}/docs",
+        f"playground: {base}/playground",
+    ]
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes")] = 1,
+    data_dir: DataDir = None,
 ) -> None:
     """Run the API. Without DATABASE_URL, an embedded PostgreSQL is started first."""
+    import asyncio
+
     import uvicorn
 
-    from advocata_chat import db
+    from advocata_chat import logs
+    from advocata_chat.llm import build_embeddings
+    from advocata_chat.runtime import start_runtime
 
-    settings = get_settings()
+    settings = _settings(data_dir)
     _check_prompts(settings.prompts_dir)
-    url = db.resolve_database_url(settings)
+    embedded = not settings.database_url
+    url = _database_url(settings)
+
+    async def preflight() -> tuple[str, int]:
+        # Everything the app's start-up does (migrations, the index check), here, so that a
+        # mistake ends with one line instead of a failed lifespan's traceback.
+        embedder, name, dims = await asyncio.to_thread(build_embeddings, settings)
+        rt = await start_runtime(settings, embeddings=(embedder, name, dims))
+        await rt.close()
+        return name, dims
+
+    with _actionable(settings):
+        embedder, dims = asyncio.run(preflight())
     # Worker processes read the environment, so they attach to the same database.
     os.environ["DATABASE_URL"] = url
-    if settings.auto_migrate:
-        db.migrate(url)
     os.environ["AUTO_MIGRATE"] = "false"
     get_settings.cache_clear()
-    from advocata_chat import logs
-
+    # Configured only now: the embedded server's and alembic's chatter would bury these lines.
     logs.configure(settings.log_format, settings.log_level)
+    for line in running_on(
+        settings, embedded=embedded, embedder=embedder, dims=dims, host=host, port=port
+    ):
+        log.info(line)
     uvicorn.run(
         "advocata_chat.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_config=None,  # logs.configure below: JSON lines with request ids
+        log_config=None,  # logs.configure above: JSON lines with request ids
     )
 
 
@@ -73,11 +239,14 @@ def _check_prompts(directory: Path, expected: dict | None = None):
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+    data_dir: DataDir = None,
 ) -> None:
     """Apply database migrations (alembic upgrade)."""
     from advocata_chat import db
 
-    db.migrate(db.resolve_database_url(get_settings()), revision)
+    settings = _settings(data_dir)
+    with _actionable(settings):
+        db.migrate(_database_url(settings), revision)
     typer.echo(f"database migrated to {revision}", err=True)
 
 
@@ -91,15 +260,24 @@ def token(
     from advocata_chat.auth import mint_token
 
     extra = {"role": role} if role else None
-    typer.echo(mint_token(get_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
+    typer.echo(mint_token(_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
 
 
 @app.command()
 def ingest(
     user: Annotated[uuid.UUID, typer.Option("--user", help="Owner of the documents")],
     paths: Annotated[list[Path], typer.Argument(help="Files to upload", exists=True)],
+    title: Annotated[
+        str | None, typer.Option(help="Document title (one file only); default: the file name")
+    ] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Upload and index documents for a user, as the API does, with a progress bar."""
+    if title is not None and len(paths) != 1:
+        raise typer.BadParameter("a title names one document: give exactly one file")
+    if title is not None and not title.strip():
+        raise typer.BadParameter("the title is empty", param_hint="--title")
+    settings = _settings(data_dir)
     _quiet_logs()
     import asyncio
 
@@ -110,7 +288,7 @@ def ingest(
     from advocata_chat.runtime import start_runtime
 
     async def main() -> int:
-        rt = await start_runtime(get_settings())
+        rt = await start_runtime(settings)
         failed = 0
         try:
             with Progress() as progress:
@@ -123,12 +301,13 @@ def ingest(
                             user_id=user,
                             filename=path.name,
                             data=path.read_bytes(),
+                            title=title.strip() if title else None,
                             wait=True,
                         )
                         note = "" if created else " (already uploaded)"
                         progress.console.print(
-                            f"{path.name}: {doc.status}, {doc.chunk_count} chunks, id {doc.id}"
-                            f"{note}"
+                            f"{path.name}: {doc.status}, {doc.chunk_count} chunks, id {doc.id}, "
+                            f"title «{doc.title}»{note}"
                         )
                         failed += doc.status != "ready"
                     except AppError as e:
@@ -139,36 +318,47 @@ def ingest(
             await rt.close()
         return failed
 
-    raise typer.Exit(1 if asyncio.run(main()) else 0)
+    with _actionable(settings):
+        failed = asyncio.run(main())
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
-def reindex() -> None:
+def reindex(data_dir: DataDir = None) -> None:
     """Rebuild the chunk index with the configured embedder, from the stored document text."""
+    settings = _settings(data_dir)
     _quiet_logs()
     import asyncio
 
-    from advocata_chat import documents, store
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from advocata_chat import db, documents, store
     from advocata_chat.runtime import start_runtime
 
-    async def main() -> None:
-        settings = get_settings()
-        from advocata_chat import db
-
-        url = db.resolve_database_url(settings)
+    async def main() -> tuple[int, str]:
+        url = _database_url(settings)
         if settings.auto_migrate:
-            db.migrate(url)
+            await asyncio.to_thread(db.migrate, url)
         engine = db.make_engine(url, settings)
         await store.drop_store(engine)
         await engine.dispose()
         rt = await start_runtime(settings.model_copy(update={"auto_migrate": False}))
+        columns = ("reindexing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         try:
-            count = await documents.reindex_all(rt)
+            with Progress(*columns) as progress:
+                bar = progress.add_task("reindexing")
+
+                def advance(done: int, total: int) -> None:
+                    progress.update(bar, completed=done, total=total)
+
+                count = await documents.reindex_all(rt, progress=advance)
         finally:
             await rt.close()
-        typer.echo(f"reindexed {count} documents with {rt.embedding_model}", err=True)
+        return count, rt.embedding_model
 
-    asyncio.run(main())
+    with _actionable(settings):
+        count, model = asyncio.run(main())
+    typer.echo(f"reindexed {count} documents with {model}", err=True)
 
 
 @app.command("eval")

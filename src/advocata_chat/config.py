@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root holds `prompts/` and `migrations/` next to `src/`.
@@ -82,16 +83,36 @@ class Settings(BaseSettings):
     token_quota_period_seconds: int = 24 * 3600
     turn_wait_seconds: float = 30.0  # how long a send waits for the previous turn to finish
 
+    # Exports show times in the client's zone (an IANA name), not the server's UTC.
+    export_timezone: str = "Europe/Moscow"
+
+    @field_validator("export_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = f"unknown time zone {value!r}"
+            raise ValueError(f"{zone}; use an IANA name such as Europe/Moscow") from None
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         # The placeholder is fine on a laptop and fatal in production.
         if self.advocata_env == "production" and (
             self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and not self.jwt_public_key
         ):
-            raise ValueError("JWT_SECRET must be set to a real secret when ADVOCATA_ENV=production")
+            raise ValueError(
+                "JWT_SECRET must be set to a real secret when ADVOCATA_ENV=production; make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.rag_chunk_overlap >= self.rag_chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         return self
+
+    @property
+    def export_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.export_timezone)
 
     @property
     def uses_openai(self) -> bool:

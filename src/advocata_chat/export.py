@@ -1,15 +1,22 @@
 """Export a consultation as Markdown, DOCX (python-docx) or PDF (fpdf2, DejaVu Sans for
-Cyrillic; the font ships inside the package)."""
+Cyrillic; the fonts ship inside the package).
+
+Written for a client who hands the file to a lawyer: times in the client's zone
+(`EXPORT_TIMEZONE`), sources in numeric order with every passage quoted from each, and in
+the PDF bold headings and page numbers.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from advocata_chat.schemas import ConversationOut, MessageOut
 
-FONT = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
+FONTS = Path(__file__).parent / "fonts"
 DISCLAIMER = (
     "Это консультация ИИ-помощника Advocata, а не юридическое заключение. Ответы основаны на "
     "документах, которые вы загрузили, и могут содержать ошибки. Для решений, имеющих "
@@ -23,95 +30,133 @@ MEDIA = {
 }
 
 
-def _when(value: datetime) -> str:
-    return value.strftime("%d.%m.%Y %H:%M UTC")
+@dataclass
+class Source:
+    label: str  # "[2] Договор подряда, стр. 3"
+    quotes: list[str]
 
 
-def _sources(m: MessageOut) -> list[str]:
-    lines = []
-    for c in m.citations:
+def _when(value: datetime, tz: ZoneInfo) -> str:
+    # "14.03.2026 17:05 MSK": the zone's abbreviation, or its offset ("+05") where it has none.
+    return value.astimezone(tz).strftime("%d.%m.%Y %H:%M %Z")
+
+
+def _sources(m: MessageOut) -> list[Source]:
+    """The cited sources by number, each with every distinct passage the answer relied on."""
+    out = []
+    for c in sorted(m.citations, key=lambda c: int(c["n"])):
         page = f", стр. {c['page']}" if c.get("page") else ""
-        lines.append(f"[{c['n']}] {c.get('title') or 'документ'}{page}: «{c.get('quote', '')}»")
-    return lines
+        # Answers stored before `quotes` existed carry only the first quote.
+        quotes = [q["quote"] for q in c.get("quotes") or [c]]
+        out.append(Source(f"[{c['n']}] {c.get('title') or 'документ'}{page}", quotes))
+    return out
 
 
 def _status(m: MessageOut) -> str:
     return {"interrupted": " (ответ прерван)", "failed": " (ответ оборвался)"}.get(m.status, "")
 
 
-def _header(conv: ConversationOut) -> list[str]:
+def _heading(m: MessageOut, tz: ZoneInfo) -> str:
+    return f"{ROLES.get(m.role, m.role)} — {_when(m.created_at, tz)}{_status(m)}"
+
+
+def _header(conv: ConversationOut, tz: ZoneInfo) -> list[str]:
     return [
         conv.title or "Консультация",
-        f"Начата: {_when(conv.created_at)}; последнее сообщение: {_when(conv.last_message_at)}",
+        f"Начата: {_when(conv.created_at, tz)}; "
+        f"последнее сообщение: {_when(conv.last_message_at, tz)} (часовой пояс {tz.key})",
     ]
 
 
-def markdown(conv: ConversationOut) -> bytes:
-    title, dates = _header(conv)
+def markdown(conv: ConversationOut, tz: ZoneInfo) -> bytes:
+    title, dates = _header(conv, tz)
     out = [f"# {title}", "", dates, ""]
     for m in conv.messages:
-        out += [
-            f"## {ROLES.get(m.role, m.role)} — {_when(m.created_at)}{_status(m)}",
-            "",
-            m.content,
-            "",
-        ]
+        out += [f"## {_heading(m, tz)}", "", m.content, ""]
         sources = _sources(m)
         if sources:
-            out += ["**Источники:**", ""] + [f"- {s}" for s in sources] + [""]
+            out += ["**Источники:**", ""]
+            for s in sources:
+                if len(s.quotes) == 1:
+                    out.append(f"- {s.label}: «{s.quotes[0]}»")
+                else:
+                    out += [f"- {s.label}:"] + [f"  - «{q}»" for q in s.quotes]
+            out.append("")
     out += ["---", "", f"*{DISCLAIMER}*", ""]
     return "\n".join(out).encode("utf-8")
 
 
-def docx(conv: ConversationOut) -> bytes:
+def docx(conv: ConversationOut, tz: ZoneInfo) -> bytes:
     from docx import Document
 
-    title, dates = _header(conv)
+    title, dates = _header(conv, tz)
     doc = Document()
     doc.add_heading(title, level=1)
     doc.add_paragraph(dates)
     for m in conv.messages:
-        doc.add_heading(f"{ROLES.get(m.role, m.role)} — {_when(m.created_at)}{_status(m)}", 2)
+        doc.add_heading(_heading(m, tz), 2)
         for para in m.content.split("\n"):
             doc.add_paragraph(para)
         sources = _sources(m)
         if sources:
-            doc.add_paragraph("Источники:")
+            doc.add_paragraph().add_run("Источники:").bold = True
             for s in sources:
-                doc.add_paragraph(s, style="List Bullet")
-    doc.add_paragraph(DISCLAIMER).italic = True
+                if len(s.quotes) == 1:
+                    doc.add_paragraph(f"{s.label}: «{s.quotes[0]}»", style="List Bullet")
+                else:
+                    doc.add_paragraph(f"{s.label}:", style="List Bullet")
+                    for q in s.quotes:
+                        doc.add_paragraph(f"«{q}»", style="List Bullet 2")
+    doc.add_paragraph().add_run(DISCLAIMER).italic = True
     out = io.BytesIO()
     doc.save(out)
     return out.getvalue()
 
 
-def pdf(conv: ConversationOut) -> bytes:
+def pdf(conv: ConversationOut, tz: ZoneInfo) -> bytes:
     from fpdf import FPDF
 
-    title, dates = _header(conv)
-    doc = FPDF()
-    doc.add_font("DejaVu", fname=str(FONT))
-    doc.set_auto_page_break(auto=True, margin=15)
+    class Document(FPDF):
+        def footer(self) -> None:
+            # "{nb}" is replaced by the page count when the document is closed.
+            self.set_y(-12)
+            self.set_font("DejaVu", size=8)
+            self.cell(0, 5, f"Стр. {self.page_no()} из {{nb}}", align="C")
+
+    title, dates = _header(conv, tz)
+    doc = Document()
+    doc.add_font("DejaVu", fname=str(FONTS / "DejaVuSans.ttf"))
+    doc.add_font("DejaVu", style="B", fname=str(FONTS / "DejaVuSans-Bold.ttf"))
+    doc.set_auto_page_break(auto=True, margin=18)
     doc.add_page()
     width = doc.w - doc.l_margin - doc.r_margin
 
-    def para(text: str, size: int = 11, gap: float = 2) -> None:
-        doc.set_font("DejaVu", size=size)
-        doc.multi_cell(width, size * 0.5, text)
+    def para(text: str, size: int = 11, gap: float = 2, style: str = "", indent: float = 0) -> None:
+        doc.set_font("DejaVu", style=style, size=size)
+        doc.set_x(doc.l_margin + indent)
+        doc.multi_cell(width - indent, size * 0.5, text)
         doc.ln(gap)
 
-    para(title, 16, 4)
+    para(title, 16, 4, "B")
     para(dates, 9, 6)
     for m in conv.messages:
-        para(f"{ROLES.get(m.role, m.role)} — {_when(m.created_at)}{_status(m)}", 12, 1)
+        para(_heading(m, tz), 12, 1, "B")
         para(m.content)
         sources = _sources(m)
         if sources:
-            para("Источники:\n" + "\n".join(sources), 9, 4)
+            para("Источники:", 9, 1, "B")
+            for s in sources:
+                if len(s.quotes) == 1:
+                    para(f"{s.label}: «{s.quotes[0]}»", 9, 1)
+                else:
+                    para(f"{s.label}:", 9, 1)
+                    for q in s.quotes:
+                        para(f"«{q}»", 9, 1, indent=6)
+            doc.ln(3)
     para(DISCLAIMER, 9)
     return bytes(doc.output())
 
 
-def render(conv: ConversationOut, fmt: str) -> tuple[bytes, str]:
+def render(conv: ConversationOut, fmt: str, *, tz: ZoneInfo) -> tuple[bytes, str]:
     builders = {"md": markdown, "docx": docx, "pdf": pdf}
-    return builders[fmt](conv), MEDIA[fmt]
+    return builders[fmt](conv, tz), MEDIA[fmt]

@@ -94,15 +94,19 @@ def model_name(llm: BaseChatModel) -> str:
 
 
 class UsageTracker(AsyncCallbackHandler):
-    """Sums token usage over every model call in a turn.
+    """Sums the tokens billed over every model call in a turn.
 
-    Uses the provider's reported usage when there is one and counts with tiktoken otherwise,
-    so streamed and non-streamed answers are accounted the same way.
+    The provider's reported usage is what counts, so streamed and non-streamed answers are
+    accounted the same way. When a real provider reports none (some OpenAI-compatible servers
+    ignore `stream_options`), tiktoken estimates it so the quota still holds. With
+    `estimate=False` (the offline model, which calls no provider) nothing is estimated: it
+    bills 0.
     """
 
     run_inline = True  # no task per streamed token (see TokenEmitter)
 
-    def __init__(self) -> None:
+    def __init__(self, *, estimate: bool = True) -> None:
+        self.estimate = estimate
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.model: str | None = None
@@ -130,13 +134,15 @@ class UsageTracker(AsyncCallbackHandler):
         if usage and usage.get("total_tokens"):
             self.prompt_tokens += usage.get("input_tokens", 0)
             self.completion_tokens += usage.get("output_tokens", 0)
-        else:
+        elif self.estimate:
             self.prompt_tokens += count_message_tokens(prompt)
             self.completion_tokens += count_tokens(gen.text if gen else "")
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         # The prompt was sent, so it counts if a partial answer is kept.
-        self.prompt_tokens += count_message_tokens(self._prompts.pop(run_id, []))
+        prompt = self._prompts.pop(run_id, [])
+        if self.estimate:
+            self.prompt_tokens += count_message_tokens(prompt)
 
     @property
     def total_tokens(self) -> int:

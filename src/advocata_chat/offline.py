@@ -22,7 +22,6 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from advocata_chat.citations import NO_SOURCES, parse_sources
 from advocata_chat.extractive import choose, compose
-from advocata_chat.tokens import count_message_tokens, count_tokens
 
 OFFLINE_MODEL_NAME = "offline-extractive"
 
@@ -76,11 +75,9 @@ class OfflineChatModel(BaseChatModel):
         short = question if len(question) <= 200 else question[:200] + "…"
         return NO_MODEL_NOTICE.format(question=short)
 
-    def _usage(self, messages: list[BaseMessage], text: str) -> UsageMetadata:
-        prompt, completion = count_message_tokens(messages), count_tokens(text)
-        return UsageMetadata(
-            input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
-        )
+    def _usage(self) -> UsageMetadata:
+        # No provider is called, so nothing is billed: the quota and stats stay untouched.
+        return UsageMetadata(input_tokens=0, output_tokens=0, total_tokens=0)
 
     def _generate(
         self,
@@ -92,7 +89,7 @@ class OfflineChatModel(BaseChatModel):
         text = self.answer(messages)
         message = AIMessage(
             content=text,
-            usage_metadata=self._usage(messages, text),
+            usage_metadata=self._usage(),
             response_metadata={"model_name": self.model_name},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -107,7 +104,7 @@ class OfflineChatModel(BaseChatModel):
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=self._usage(messages, text),
+                usage_metadata=self._usage(),
                 response_metadata={"model_name": self.model_name},
             )
         )

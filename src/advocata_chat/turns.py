@@ -59,7 +59,7 @@ async def _store_answer(
 ) -> Message:
     citations, referenced = extract_citations(text, sources)
     completion = tracker.completion_tokens
-    if status != MessageStatus.complete:
+    if status != MessageStatus.complete and tracker.estimate:
         completion = count_tokens(text)  # the provider never reported usage for a broken run
     total = tracker.prompt_tokens + completion
     now = utcnow()
@@ -279,7 +279,7 @@ async def run_turn(
             "question": user_msg.content,
             "instructions": _instructions(rt, start),
         }
-        tracker = UsageTracker()
+        tracker = UsageTracker(estimate=not rt.offline)
         config = {"callbacks": [tracker, *callbacks]}
         parts: list[str] = []
         sources: list[dict] = []
