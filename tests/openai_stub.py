@@ -68,8 +68,8 @@ def build_app(state: StubState) -> Starlette:
         body = await request.json()
         state.requests.append(body)
         state.arrived.set()
-        while state.gate is not None and not state.gate.is_set():
-            await asyncio.sleep(0.01)
+        if state.gate is not None:
+            await asyncio.to_thread(state.gate.wait)
         if state.delay:
             await asyncio.sleep(state.delay)
         if state.mode == "hang":

@@ -37,7 +37,7 @@ def serve(
 
     from advocata_chat import db
 
-    settings = get_settings()
+    settings = _valid_settings()
     _check_prompts(settings.prompts_dir)
     url = db.resolve_database_url(settings)
     # Worker processes read the environment, so they attach to the same database.
@@ -57,6 +57,18 @@ def serve(
         workers=workers,
         log_config=None,  # logs.configure below: JSON lines with request ids
     )
+
+
+def _valid_settings():
+    """The settings, or exit 2 with the reason (a weak JWT set-up, say) and no traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as e:
+        reasons = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+        typer.echo(f"error: the settings are not valid: {reasons}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _check_prompts(directory: Path, expected: dict | None = None):
