@@ -28,8 +28,8 @@ class StubState:
     mode: str = "ok"
     fail_times: int = 0  # answer the first N chat requests with `fail_status`, then behave
     fail_status: int = 500  # 500 or 429
-    # The first N connections to `flaky_base_url` are closed before any response (a
-    # connection error for the client), then it forwards to the stub; `dropped` counts them.
+    # The next N connections to `flaky_base_url` are closed before any response (a connection
+    # error for the client), then it forwards to the stub; set with `drop_next_connections`.
     drop_connections: int = 0
     dropped: int = 0
     # Set when a chat request arrives; with `gate`, the answer waits until the test sets it.
@@ -201,11 +201,14 @@ class OpenAIStub:
         self.port = self._sock.getsockname()[1]
         self._flaky_sock = _listener()
         self._flaky_sock.listen()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._forwarded: set[asyncio.StreamWriter] = set()
         config = uvicorn.Config(build_app(self.state), log_level="critical", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
         front = await asyncio.start_server(self._flaky, sock=self._flaky_sock)
         async with front:
             await self._server.serve(sockets=[self._sock])
@@ -218,7 +221,22 @@ class OpenAIStub:
             writer.transport.abort()
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self._forwarded.add(writer)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._forwarded.discard(writer)
+
+    def drop_next_connections(self, n: int) -> None:
+        """Drop the next `n` connections to `flaky_base_url`. Open ones are closed first, so
+        that a client's pooled keep-alive connection cannot carry the next request."""
+
+        async def close_open() -> None:
+            self.state.drop_connections = n
+            for writer in list(self._forwarded):
+                writer.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(close_open(), self._loop).result(timeout=5)
 
     @property
     def base_url(self) -> str:
@@ -226,7 +244,7 @@ class OpenAIStub:
 
     @property
     def flaky_base_url(self) -> str:
-        """The same stub behind a door that drops `state.drop_connections` connections."""
+        """The same stub behind a door that can drop connections (`drop_next_connections`)."""
         return f"http://127.0.0.1:{self._flaky_sock.getsockname()[1]}/v1"
 
     def reset(self) -> None:
