@@ -67,6 +67,8 @@ async def test_rs256_tokens_from_the_platform(make_client):
 
 STRONG = "k7Qm2vX9pLr4Tw8Zb3Nc6Hy1Jd5Fg0Se"
 FOREVER = 4_102_444_800  # 2100-01-01
+PUBLIC_KEY = rsa_key()[1]
+PROD = {"advocata_env": "production"}
 
 
 async def test_the_forged_admin_token_of_the_issue_is_refused_in_production(make_client):
@@ -100,25 +102,18 @@ async def test_the_forged_admin_token_of_the_issue_is_refused_in_production(make
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
-        ({"advocata_env": "production"}, "needs JWT_PUBLIC_KEY"),
-        ({"advocata_env": "production", "jwt_algorithms": "HS256"}, "public placeholder"),
-        ({"advocata_env": "production", "jwt_secret": "changeme"}, "too weak"),
-        ({"advocata_env": "production", "jwt_secret": "s" * 40}, "too weak"),
-        ({"advocata_env": "production", "jwt_secret": STRONG[:31]}, "too weak"),
+        (PROD, "needs JWT_PUBLIC_KEY"),
+        ({**PROD, "jwt_algorithms": "HS256"}, "public placeholder"),
+        ({**PROD, "jwt_secret": "changeme"}, "too weak"),
+        ({**PROD, "jwt_secret": "s" * 40}, "too weak"),
+        ({**PROD, "jwt_secret": STRONG[:31]}, "too weak"),
         ({"jwt_algorithms": "RS256"}, "JWT_PUBLIC_KEY is not set"),
         ({"jwt_algorithms": "HS256,ES256"}, "jwt_algorithms"),
         ({"jwt_algorithms": "none"}, "jwt_algorithms"),
         ({"jwt_public_key": "-----BEGIN PUBLIC KEY-----\nnope\n"}, "not a PEM"),
         ({"jwt_public_key": rsa_key(1024)[1]}, "at least 2048 bits"),
-        ({"jwt_public_key": rsa_key()[1], "jwt_algorithms": "HS256"}, "does not include RS256"),
-        (
-            {
-                "advocata_env": "production",
-                "jwt_public_key": rsa_key()[1],
-                "jwt_algorithms": "HS256,RS256",
-            },
-            "public placeholder",
-        ),  # fmt: skip
+        ({"jwt_public_key": PUBLIC_KEY, "jwt_algorithms": "HS256"}, "does not include RS256"),
+        ({**PROD, "jwt_public_key": PUBLIC_KEY, "jwt_algorithms": "HS256,RS256"}, "placeholder"),
     ],
 )
 def test_weak_auth_configurations_refuse_to_start(values, reason):
@@ -130,17 +125,17 @@ def test_weak_auth_configurations_refuse_to_start(values, reason):
     ("values", "accepted"),
     [
         ({}, ["HS256"]),  # development: the placeholder secret is fine on a laptop
-        ({"advocata_env": "production", "jwt_secret": STRONG}, ["HS256"]),
-        ({"advocata_env": "production", "jwt_public_key": "key"}, ["RS256"]),
-        ({"advocata_env": "production", "jwt_public_key": "key", "jwt_secret": STRONG},
-         ["HS256", "RS256"]),
-        ({"jwt_public_key": "key"}, ["HS256", "RS256"]),
-        ({"jwt_public_key": "key", "jwt_algorithms": " rs256 "}, ["RS256"]),
+        ({**PROD, "jwt_secret": STRONG}, ["HS256"]),
+        ({**PROD, "jwt_public_key": PUBLIC_KEY}, ["RS256"]),  # the placeholder verifies nothing
+        ({**PROD, "jwt_public_key": PUBLIC_KEY, "jwt_secret": STRONG}, ["HS256", "RS256"]),
+        ({"jwt_public_key": PUBLIC_KEY}, ["HS256", "RS256"]),
+        (
+            {"jwt_public_key": PUBLIC_KEY.replace("\n", "\\n"), "jwt_algorithms": " rs256 "},
+            ["RS256"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_accepted_algorithms_follow_the_configured_keys(values, accepted):
-    if values.get("jwt_public_key") == "key":
-        values = {**values, "jwt_public_key": rsa_key()[1]}
     assert Settings(_env_file=None, **values).jwt_algorithms == accepted
 
 

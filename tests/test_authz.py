@@ -237,14 +237,12 @@ def _people(settings) -> tuple[dict[str, uuid.UUID], dict[str, dict[str, str]]]:
 
 async def _build(client, w: World) -> None:
     h = w.headers["alice"]
-    r = await client.post("/api/v1/documents", params={"wait": True}, headers=h,
-                          files={"file": ("расписка.txt", SECRET_DOC)})  # fmt: skip
+    files = {"file": ("расписка.txt", SECRET_DOC)}
+    r = await client.post("/api/v1/documents", params={"wait": True}, headers=h, files=files)
     assert r.status_code == 201, r.text
     w.document_id = r.json()["id"]
-    r = await client.post(
-        f"{CHAT}/conversations", json={"title": "Дело Алисы", "initial_message": SECRET_QUESTION},
-        headers=h,
-    )  # fmt: skip
+    body = {"title": "Дело Алисы", "initial_message": SECRET_QUESTION}
+    r = await client.post(f"{CHAT}/conversations", json=body, headers=h)
     w.cid = r.json()["id"]
     r = await client.post(f"{CHAT}/conversations/{w.cid}/reply", headers=h)
     assert r.status_code == 200, r.text
