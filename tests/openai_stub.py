@@ -26,7 +26,15 @@ from starlette.routing import Route
 class StubState:
     # ok | 500 | 429 | slow | hang (accepts, never answers) | drop (stream breaks mid-answer)
     mode: str = "ok"
-    fail_times: int = 0  # answer the first N chat requests with a 500, then behave
+    fail_times: int = 0  # answer the first N chat requests with `fail_status`, then behave
+    fail_status: int = 500  # 500 or 429
+    # The next N connections to `flaky_base_url` are closed before any response (a connection
+    # error for the client), then it forwards to the stub; set with `drop_next_connections`.
+    drop_connections: int = 0
+    dropped: int = 0
+    # Set when a chat request arrives; with `gate`, the answer waits until the test sets it.
+    arrived: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event | None = None
     fail_models: set[str] = field(default_factory=set)  # these model names always get 500
     delay: float = 0.0  # seconds before answering
     reply: str | None = None  # fixed answer; default echoes the question
@@ -59,12 +67,22 @@ def build_app(state: StubState) -> Starlette:
     async def chat(request: Request):
         body = await request.json()
         state.requests.append(body)
+        state.arrived.set()
+        if state.gate is not None:
+            await asyncio.to_thread(state.gate.wait)
         if state.delay:
             await asyncio.sleep(state.delay)
         if state.mode == "hang":
             await asyncio.sleep(3600)
-        if state.fail_times > 0 or body.get("model") in state.fail_models:
-            state.fail_times = max(0, state.fail_times - 1)
+        if state.fail_times > 0:
+            state.fail_times -= 1
+            # retry-after-ms keeps the openai client's backoff short in tests.
+            return JSONResponse(
+                {"error": {"message": "flaky", "type": "server_error"}},
+                state.fail_status,
+                headers={"retry-after-ms": "10"},
+            )
+        if body.get("model") in state.fail_models:
             return JSONResponse({"error": {"message": "flaky", "type": "server_error"}}, 500)
         if state.mode == "500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
@@ -156,24 +174,78 @@ def build_app(state: StubState) -> Starlette:
     )
 
 
+def _listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
 class OpenAIStub:
     """Runs the stub on 127.0.0.1 in a background thread."""
 
     def __init__(self) -> None:
         self.state = StubState()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock = _listener()
         self.port = self._sock.getsockname()[1]
+        self._flaky_sock = _listener()
+        self._flaky_sock.listen()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._forwarded: set[asyncio.StreamWriter] = set()
         config = uvicorn.Config(build_app(self.state), log_level="critical", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        front = await asyncio.start_server(self._flaky, sock=self._flaky_sock)
+        async with front:
+            await self._server.serve(sockets=[self._sock])
+
+    async def _flaky(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.state.drop_connections > 0:
+            self.state.drop_connections -= 1
+            self.state.dropped += 1
+            await reader.read(1)  # the client has sent its request; close without a word
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._forwarded.add(writer)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self._forwarded.discard(writer)
+
+    def drop_next_connections(self, n: int) -> None:
+        """Drop the next `n` connections to `flaky_base_url`. Open ones are closed first, so
+        that a client's pooled keep-alive connection cannot carry the next request."""
+
+        async def close_open() -> None:
+            self.state.drop_connections = n
+            for writer in list(self._forwarded):
+                writer.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(close_open(), self._loop).result(timeout=5)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def flaky_base_url(self) -> str:
+        """The same stub behind a door that can drop connections (`drop_next_connections`)."""
+        return f"http://127.0.0.1:{self._flaky_sock.getsockname()[1]}/v1"
 
     def reset(self) -> None:
         fresh = StubState()

@@ -9,31 +9,18 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from httpx_ws import WebSocketDisconnect, aconnect_ws
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from advocata_chat.config import DEV_JWT_SECRET, Settings
 
 BASE = "/api/v1/chat/conversations"
-CID = str(uuid.uuid4())
-ROUTES = [
-    ("POST", BASE, {"initial_message": "x"}),
-    ("GET", BASE, None),
-    ("GET", f"{BASE}/{CID}", None),
-    ("PATCH", f"{BASE}/{CID}", {"title": "x"}),
-    ("DELETE", f"{BASE}/{CID}", None),
-    ("POST", f"{BASE}/{CID}/messages", {"message_content": "x"}),
-    ("POST", f"{BASE}/{CID}/reply", None),
-    ("GET", "/api/v1/chat/stats/tokens", None),
-]
+# Which routes need a token, and who may use each, is checked route by route in test_authz.py.
 
 
 def hs(settings, **claims) -> str:
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
-
-
-@pytest.mark.parametrize(("method", "url", "body"), ROUTES)
-async def test_every_route_needs_a_token(client, method, url, body):
-    r = await client.request(method, url, json=body)
-    assert r.status_code == 401
-    assert r.json()["code"] == "unauthorized" and "token" in r.json()["error"].lower()
-    assert r.headers["www-authenticate"] == "Bearer"
 
 
 async def test_bad_tokens_are_401_with_a_reason(client, settings):
@@ -55,13 +42,18 @@ async def test_bad_tokens_are_401_with_a_reason(client, settings):
         assert reason in r.json()["error"].lower(), (header, r.json())
 
 
-async def test_rs256_tokens_from_the_platform(make_client):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def rsa_key(bits: int = 2048) -> tuple[rsa.RSAPrivateKey, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+    return key, public
+
+
+async def test_rs256_tokens_from_the_platform(make_client):
+    key, public = rsa_key()
     user = uuid.uuid4()
     token = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, key, algorithm="RS256")
     async with make_client(jwt_public_key=public) as client:
@@ -71,6 +63,128 @@ async def test_rs256_tokens_from_the_platform(make_client):
     async with make_client() as client:
         r = await client.get(BASE, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401
+
+
+STRONG = "k7Qm2vX9pLr4Tw8Zb3Nc6Hy1Jd5Fg0Se"
+FOREVER = 4_102_444_800  # 2100-01-01
+PUBLIC_KEY = rsa_key()[1]
+PROD = {"advocata_env": "production"}
+
+
+async def test_the_forged_admin_token_of_the_issue_is_refused_in_production(make_client):
+    """ADVOCATA_ENV=production with the platform's public key and no secret of our own: an
+    HS256 token signed with the public placeholder secret used to decode to an admin."""
+    key, public = rsa_key()
+    user = str(uuid.uuid4())
+    forged = jwt.encode({"sub": user, "exp": FOREVER, "role": "admin"}, DEV_JWT_SECRET, "HS256")
+    genuine = jwt.encode({"sub": user, "exp": FOREVER, "role": "admin"}, key, "RS256")
+    summary = "/api/v1/chat/feedback/summary"
+    for algorithms in ([], ["RS256"]):  # derived from the configured keys, or set explicitly
+        async with make_client(
+            advocata_env="production", jwt_public_key=public, jwt_algorithms=algorithms
+        ) as client:
+            assert client.app.state.runtime.settings.jwt_algorithms == ["RS256"]
+            for path in (summary, BASE):
+                r = await client.get(path, headers={"Authorization": f"Bearer {forged}"})
+                assert r.status_code == 401, r.text
+                assert r.json()["error"] == "Unsupported token algorithm: HS256"
+            r = await client.get(summary, headers={"Authorization": f"Bearer {genuine}"})
+            assert r.status_code == 200 and r.json()["scope"] == "all"
+            async with aconnect_ws(
+                f"http://test/ws/chat/{uuid.uuid4()}?token={forged}", client
+            ) as ws:
+                assert "algorithm" in (await ws.receive_json())["error"]
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    await ws.receive_text()
+                assert closed.value.code == 4401
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (PROD, "JWT_SECRET must be set to a real secret"),
+        ({**PROD, "jwt_algorithms": "HS256"}, "public placeholder"),
+        ({**PROD, "jwt_secret": "changeme"}, "too weak"),
+        ({**PROD, "jwt_secret": "s" * 40}, "too weak"),
+        ({**PROD, "jwt_secret": STRONG[:31]}, "too weak"),
+        ({"jwt_algorithms": "RS256"}, "JWT_PUBLIC_KEY is not set"),
+        ({"jwt_algorithms": "HS256,ES256"}, "jwt_algorithms"),
+        ({"jwt_algorithms": "none"}, "jwt_algorithms"),
+        ({"jwt_public_key": "-----BEGIN PUBLIC KEY-----\nnope\n"}, "not a PEM"),
+        ({"jwt_public_key": rsa_key(1024)[1]}, "at least 2048 bits"),
+        ({"jwt_public_key": PUBLIC_KEY, "jwt_algorithms": "HS256"}, "does not include RS256"),
+        ({**PROD, "jwt_public_key": PUBLIC_KEY, "jwt_algorithms": "HS256,RS256"}, "placeholder"),
+    ],
+)
+def test_weak_auth_configurations_refuse_to_start(values, reason):
+    with pytest.raises(ValidationError, match=reason):
+        Settings(_env_file=None, **values)
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        ({}, ["HS256"]),  # development: the placeholder secret is fine on a laptop
+        ({**PROD, "jwt_secret": STRONG}, ["HS256"]),
+        ({**PROD, "jwt_public_key": PUBLIC_KEY}, ["RS256"]),  # the placeholder verifies nothing
+        ({**PROD, "jwt_public_key": PUBLIC_KEY, "jwt_secret": STRONG}, ["HS256", "RS256"]),
+        ({"jwt_public_key": PUBLIC_KEY}, ["HS256", "RS256"]),
+        (
+            {"jwt_public_key": PUBLIC_KEY.replace("\n", "\\n"), "jwt_algorithms": " rs256 "},
+            ["RS256"],
+        ),
+    ],
+)
+def test_accepted_algorithms_follow_the_configured_keys(values, accepted):
+    assert Settings(_env_file=None, **values).jwt_algorithms == accepted
+
+
+def test_serve_refuses_a_weak_configuration_with_the_reason(monkeypatch):
+    from advocata_chat.cli import app
+    from advocata_chat.config import get_settings
+
+    monkeypatch.setenv("ADVOCATA_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET", "changeme")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["serve", "--port", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "JWT_SECRET is too weak for production" in result.stderr
+
+
+async def test_claims_are_strict_and_canonical(make_client):
+    user = uuid.uuid4()
+
+    def token(settings, **claims):
+        return hs(settings, **{"sub": str(user), "exp": int(time.time()) + 60, **claims})
+
+    async def status(client, jwt_):
+        r = await client.get(BASE, headers={"Authorization": f"Bearer {jwt_}"})
+        return r.status_code, r.json().get("error", "")
+
+    async with make_client(ws=False) as client:
+        s = client.app.state.runtime.settings
+        refused = [
+            ("audience", token(s, aud="other")),  # no JWT_AUDIENCE: a token for someone else
+            ("not a user id", token(s, sub=user.hex)),
+            ("not a user id", token(s, sub=user.urn)),
+            ("not a user id", token(s, sub=str(user).upper())),
+            ("not a user id", token(s, sub="{" + str(user) + "}")),
+            ("'exp' must be a number", token(s, exp="9999999999")),
+            ("'iat' must be a number", token(s, iat="1")),
+        ]
+        for reason, jwt_ in refused:
+            code, error = await status(client, jwt_)
+            assert code == 401 and reason in error, (reason, error)
+        assert (await status(client, token(s)))[0] == 200
+        assert (await status(client, token(s, exp=time.time() + 60.5)))[0] == 200
+    async with make_client(ws=False, jwt_audience="advocata") as client:
+        s = client.app.state.runtime.settings
+        assert (await status(client, token(s, aud="advocata")))[0] == 200
+        assert (await status(client, token(s, aud="other")))[0] == 401
+        assert "'aud'" in (await status(client, token(s)))[1]
 
 
 async def test_bad_input_is_422_with_one_body_shape(client, auth, alice):

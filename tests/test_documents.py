@@ -144,6 +144,23 @@ async def test_same_bytes_twice_are_indexed_once(client, auth, alice):
     assert (await client.get(DOCS, headers=h)).json()["total"] == 1
 
 
+async def test_the_same_bytes_uploaded_by_two_users_are_two_documents(client, auth, alice, bob):
+    # De-duplication is per user: the same file from Bob is Bob's own document, never Alice's.
+    ha, hb = auth(alice), auth(bob)
+    mine = await upload(client, ha, "contract.txt", CONTRACT.encode())
+    theirs = await upload(client, hb, "contract.txt", CONTRACT.encode())
+    assert mine.status_code == theirs.status_code == 201, theirs.text
+    a, b = mine.json(), theirs.json()
+    assert a["id"] != b["id"] and b["status"] == "ready"
+    assert (await client.get(f"{DOCS}/{a['id']}", headers=hb)).status_code == 404
+    assert [d["id"] for d in (await client.get(DOCS, headers=hb)).json()["items"]] == [b["id"]]
+    assert {x["document_id"] for x in await search(client, hb, "Шарипов")} == {b["id"]}
+    # Each copy is its own: Alice deleting hers leaves Bob's whole.
+    assert (await client.delete(f"{DOCS}/{a['id']}", headers=ha)).status_code == 204
+    assert (await client.get(f"{DOCS}/{b['id']}", headers=hb)).json()["chunk_count"] >= 1
+    assert {x["document_id"] for x in await search(client, hb, "Шарипов")} == {b["id"]}
+
+
 async def test_bad_files_are_refused_and_leave_nothing(make_client, auth, alice):
     h = auth(alice)
     async with make_client(max_upload_bytes=10_000) as client:

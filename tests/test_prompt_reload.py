@@ -20,6 +20,7 @@ from advocata_chat.config import PROJECT_ROOT
 from advocata_chat.prompts import PromptError, PromptSet
 
 CHAT = "/api/v1/chat/conversations"
+PRODUCTION_SECRET = "k7Qm2vX9pLr4Tw8Zb3Nc6Hy1Jd5Fg0Se"  # production refuses weak ones
 
 
 class EchoSystemPrompt(BaseChatModel):
@@ -152,7 +153,7 @@ async def test_production_refuses_to_start_with_a_broken_file(make_client, promp
     edit(prompts / "answer.yaml", "messages: [\n")
     with pytest.raises(PromptError, match="answer.yaml: cannot read prompt"):
         async with make_client(
-            prompts_dir=prompts, advocata_env="production", jwt_secret="s" * 40, ws=False
+            prompts_dir=prompts, advocata_env="production", jwt_secret=PRODUCTION_SECRET, ws=False
         ):
             pass
     assert "cannot start: the prompts in" in caplog.text and "answer.yaml" in caplog.text
@@ -165,7 +166,7 @@ def test_serve_stops_with_a_clear_message_on_a_broken_file(monkeypatch, prompts)
     edit(prompts / "chat.yaml", "variables: []\nmessages:\n  - role: robot\n    content: hi\n")
     monkeypatch.setenv("PROMPTS_DIR", str(prompts))
     monkeypatch.setenv("ADVOCATA_ENV", "production")
-    monkeypatch.setenv("JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("JWT_SECRET", PRODUCTION_SECRET)
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["serve", "--port", "1"])

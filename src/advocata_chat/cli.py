@@ -260,7 +260,12 @@ def token(
     from advocata_chat.auth import mint_token
 
     extra = {"role": role} if role else None
-    typer.echo(mint_token(_settings(), user_id=user, ttl_seconds=ttl, extra=extra))
+    try:
+        token = mint_token(_settings(), user_id=user, ttl_seconds=ttl, extra=extra)
+    except ValueError as e:  # an RS256-only set-up: tokens come from the platform
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(token)
 
 
 @app.command()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The repository root holds `prompts/` and `migrations/` next to `src/`.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEV_JWT_SECRET = "dev-only-secret-change-me-before-production"
+JwtAlgorithm = Literal["HS256", "RS256"]
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     # Auth
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_public_key: str | None = None  # PEM; enables RS256 tokens issued by the platform
+    # Accepted token algorithms, e.g. "RS256" or "HS256,RS256". Unset: RS256 when
+    # JWT_PUBLIC_KEY is set, and HS256 in development or with a JWT_SECRET that is set.
+    jwt_algorithms: Annotated[list[JwtAlgorithm], NoDecode] = []
     jwt_audience: str | None = None
     jwt_dev_token_ttl_seconds: int = 7 * 24 * 3600
 
@@ -96,16 +100,27 @@ class Settings(BaseSettings):
             raise ValueError(f"{zone}; use an IANA name such as Europe/Moscow") from None
         return value
 
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [a.strip().upper() for a in value.split(",") if a.strip()]
+        return value
+
+    @field_validator("jwt_public_key", mode="before")
+    @classmethod
+    def _pem_newlines(cls, value: object) -> object:
+        # A PEM in one environment variable line often comes with literal "\\n"s.
+        if isinstance(value, str):
+            return value.replace("\\n", "\n").strip() or None
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
-        # The placeholder is fine on a laptop and fatal in production.
-        if self.advocata_env == "production" and (
-            self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and not self.jwt_public_key
-        ):
-            raise ValueError(
-                "JWT_SECRET must be set to a real secret when ADVOCATA_ENV=production; make one "
-                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
+        # The placeholder is fine on a laptop and fatal in production; so is a weak secret.
+        from advocata_chat.auth import accepted_algorithms
+
+        self.jwt_algorithms = accepted_algorithms(self)
         if self.rag_chunk_overlap >= self.rag_chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         return self

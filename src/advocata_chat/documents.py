@@ -67,6 +67,7 @@ async def upload(
         action="upload",
         limit=rt.settings.rate_uploads_per_hour,
         window_seconds=3600,
+        now=rt.clock(),
     )
     digest = hashlib.sha256(data).hexdigest()
     existing = await _by_hash(rt, user_id=user_id, digest=digest)

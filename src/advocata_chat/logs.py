@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, with the request id of the request being served.
 
 Secrets and message content stay out of INFO logs: the only request data logged is the method
-and path (with `?token=` redacted), and services log ids, never text.
+and path (with the `token` query parameter redacted, however its name is percent-encoded),
+and services log ids, never text.
 """
 
 from __future__ import annotations
@@ -13,12 +14,34 @@ import sys
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_TOKEN = re.compile(r"(token=)[^&\s\"]+")
+# A query string in a log line: from "?" up to whitespace or a quote.
+_QUERY = re.compile(r"\?([^\s\"']*)")
+# A JWT anywhere (header.payload.signature, the header starting with '{"'): a second net.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_SECRET_PARAMS = {"token", "access_token"}
+
+
+def _redact_query(match: re.Match) -> str:
+    # Starlette decodes parameter names before `query_params["token"]` reads them, so
+    # `?%74oken=` authenticates too: decide on the decoded name, as Starlette does.
+    pairs = []
+    for pair in match.group(1).split("&"):
+        name, eq, value = pair.partition("=")
+        if eq and unquote_plus(name).strip().lower() in _SECRET_PARAMS:
+            value = "[redacted]"
+        pairs.append(name + eq + value)
+    return "?" + "&".join(pairs)
+
+
+def redact(text: str) -> str:
+    """`text` with token query parameters and anything shaped like a JWT replaced."""
+    return _JWT.sub("[redacted]", _QUERY.sub(_redact_query, text))
 
 
 class RequestId:
@@ -51,10 +74,10 @@ class RedactTokens(logging.Filter):
     """Keep JWTs passed as `?token=` (WebSocket) out of the access and connection logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from langchain_core.embeddings import Embeddings
@@ -38,6 +39,9 @@ class Runtime:
     search: SearchParams
     templates: dict[str, Template] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # Wall-clock seconds for rate windows and token expiry on open sockets; tests set their
+    # own, so that no assertion depends on when it runs.
+    clock: Callable[[], float] = time.time
 
     @property
     def offline(self) -> bool:

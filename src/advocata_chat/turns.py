@@ -56,6 +56,7 @@ async def _store_answer(
     tracker: UsageTracker,
     sources: list[dict],
     generation: dict,
+    reservation: limits.Reservation | None = None,
 ) -> Message:
     citations, referenced = extract_citations(text, sources)
     completion = tracker.completion_tokens
@@ -79,6 +80,7 @@ async def _store_answer(
     )
     async with rt.sessions.begin() as s:
         s.add(msg)
+        await limits.settle(s, reservation)
         totals = await s.execute(
             update(Conversation)
             .where(Conversation.id == conversation_id)
@@ -240,26 +242,30 @@ async def run_turn(
     `sources`, `token` (through a LangChain callback on the answer model), and the final
     `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
     """
-    # Limits are checked before anything is stored or the model is called (concurrently:
-    # two short queries on two connections cost one round trip of latency).
-    await asyncio.gather(
-        limits.hit(
-            rt.sessions,
-            user_id=user_id,
-            action="message",
-            limit=rt.settings.rate_messages_per_minute,
-            window_seconds=60,
-        ),
-        limits.check_quota(rt.sessions, rt.settings, user_id=user_id),
-    )
-    start = await begin_turn(
-        rt,
+    # Limits are checked before anything is stored or the model is called. The quota holds
+    # an estimate of this turn's tokens until its answer is stored (or it fails).
+    await limits.hit(
+        rt.sessions,
         user_id=user_id,
-        conversation_id=conversation_id,
-        content=content,
-        mode=mode,
-        edit_id=edit_id,
+        action="message",
+        limit=rt.settings.rate_messages_per_minute,
+        window_seconds=60,
+        now=rt.clock(),
     )
+    estimate = limits.turn_estimate(rt.settings, question=content, use_rag=use_rag)
+    reservation = await limits.reserve(rt.sessions, rt.settings, user_id=user_id, tokens=estimate)
+    try:
+        start = await begin_turn(
+            rt,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            content=content,
+            mode=mode,
+            edit_id=edit_id,
+        )
+    except BaseException:
+        await limits.release(rt.sessions, reservation)
+        raise
     user_msg = start.user_message
     released = False
     if emit:
@@ -287,7 +293,12 @@ async def run_turn(
         generation = _generation(
             rt, start, rag=rag, prompts=["condense", "answer"] if rag else ["chat"]
         )
-        store = dict(conversation_id=conversation_id, tracker=tracker, generation=generation)
+        store = dict(
+            conversation_id=conversation_id,
+            tracker=tracker,
+            generation=generation,
+            reservation=reservation,
+        )
         loop = asyncio.get_running_loop()
         first_budget = min(
             rt.settings.openai_first_token_timeout_seconds, rt.settings.openai_total_timeout_seconds
@@ -388,5 +399,6 @@ async def run_turn(
             ) from exc
         raise
     finally:
-        if not released:
+        if not released:  # no answer stored: nothing settled the reservation either
             await release_soon(rt, conversation_id, start.lease_until)
+            await limits.release(rt.sessions, reservation)

@@ -1,7 +1,8 @@
 """The chat WebSocket: the seed's protocol plus streaming frames.
 
-Close codes: 4401 authentication failed, 4404 no such conversation (or not yours), 4400
-user_id in the URL does not match the token, 4429 too many open sockets for this user.
+Close codes: 4401 authentication failed or the token expired (checked on every frame), 4404
+no such conversation (or not yours), 4400 user_id in the URL does not match the token, 4429
+too many open sockets for this user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
 from advocata_chat import conversations
-from advocata_chat.auth import bearer_token, decode_token
+from advocata_chat.auth import Principal, bearer_token, decode_principal
 from advocata_chat.errors import AppError, ConversationNotFound, InvalidInput, Unauthorized
 from advocata_chat.hub import dumps
 from advocata_chat.streaming import error_frame, start_turn
@@ -30,6 +31,10 @@ CLOSE_BAD_REQUEST = 4400
 
 CLOSE_TOO_MANY = 4429
 
+# The frames a client may send. Anything else is `unknown_frame`, so a new frame type must
+# be listed here, and the tests that go through every frame type pick it up.
+CLIENT_FRAMES = ("message", "reply", "regenerate", "edit", "cancel", "ping")
+
 
 class TooManySockets(AppError):
     status_code = 429
@@ -39,16 +44,17 @@ class TooManySockets(AppError):
 class TokenBucket:
     """Frames per second a socket may send, with a burst of the same size."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, clock=time.monotonic) -> None:
         self.rate = rate
         self.tokens = rate
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
 
     def take(self) -> bool:
         if self.rate <= 0:
             return True
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < 1:
             return False
@@ -61,17 +67,17 @@ class UserMismatch(AppError):
     code = "user_mismatch"
 
 
-async def _authenticate(ws: WebSocket) -> uuid.UUID:
+async def _authenticate(ws: WebSocket) -> Principal:
     rt = ws.app.state.runtime
     token = ws.query_params.get("token")
     if not token:
         token = bearer_token(ws.headers.get("authorization"))
-    user = decode_token(rt.settings, token)
+    who = decode_principal(rt.settings, token)
     claimed = ws.query_params.get("user_id")
-    if claimed is not None and claimed != str(user):
+    if claimed is not None and claimed != str(who.user_id):
         # The seed's ?user_id= never authenticates; it may only repeat the token's subject.
         raise UserMismatch("user_id does not match the token's subject")
-    return user
+    return who
 
 
 @router.websocket("/ws/chat/{conversation_id}")
@@ -79,7 +85,8 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
     rt, hub = ws.app.state.runtime, ws.app.state.hub
     await ws.accept()
     try:
-        user = await _authenticate(ws)
+        who = await _authenticate(ws)
+        user = who.user_id
         try:
             cid = uuid.UUID(conversation_id)
         except ValueError:
@@ -110,11 +117,21 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
         dumps({"type": "connected", "conversation_id": str(cid), "message": "Connected to chat"})
     )
     writer = asyncio.create_task(_write(ws, outbox))
-    bucket = TokenBucket(rt.settings.max_ws_frames_per_second)
+    bucket = TokenBucket(rt.settings.max_ws_frames_per_second, rt.clock)
     try:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
+                break
+            if rt.clock() >= who.expires_at:
+                # REST refuses an expired token on every request; a socket does so per frame.
+                # The writer stops first, so the error frame is the last one sent.
+                writer.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer
+                exc = Unauthorized("Token has expired")
+                await ws.send_text(dumps(error_frame(exc)))
+                await ws.close(code=CLOSE_UNAUTHORIZED, reason=exc.message)
                 break
             raw = message.get("text")
             if raw is None:
@@ -158,6 +175,11 @@ def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | No
     if not isinstance(frame, dict):
         return _bad("Frame must be a JSON object", "invalid_frame")
     kind = frame.get("type")
+    if kind not in CLIENT_FRAMES:
+        return _bad(
+            f"Unknown frame type {kind!r}; expected one of: {', '.join(CLIENT_FRAMES)}",
+            "unknown_frame",
+        )
     use_rag = frame.get("use_rag", True)
     if not isinstance(use_rag, bool):
         return _bad("use_rag must be true or false", "validation_error")
@@ -208,10 +230,4 @@ def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | No
         asyncio.get_running_loop().create_task(hub.cancel(cid))
     elif kind == "ping":
         return {"type": "pong"}
-    else:
-        return _bad(
-            f"Unknown frame type {kind!r}; expected message, reply, regenerate, edit, cancel "
-            "or ping",
-            "unknown_frame",
-        )
     return None
