@@ -48,6 +48,7 @@ SECRET_DOC = (
     "Расписка. Гусев Олег Петрович получил от Алисы 77 000 рублей. Вернуть до 1 мая.".encode()
 )
 PUBLIC = {
+    ("GET", "/"),  # redirects to /docs
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/playground"),
