@@ -19,6 +19,7 @@ from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
 from advocata_chat.prompts import PromptError, PromptSet
 from advocata_chat.retrieval import SearchParams
+from advocata_chat.sandbox import Extractor
 from advocata_chat.store import open_store
 from advocata_chat.templates import Template, load_templates
 
@@ -36,6 +37,7 @@ class Runtime:
     embedding_model: str
     store: PGVectorStore
     search: SearchParams
+    extractor: Extractor  # `await rt.extractor.extract(filename, data)`, in a child process
     templates: dict[str, Template] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -59,6 +61,7 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        self.extractor.close()
         await self.engine.dispose()
 
 
@@ -101,6 +104,7 @@ async def start_runtime(
         embeddings=embedder,
         embedding_model=model,
         store=store,
+        extractor=Extractor(settings),
         search=SearchParams(
             top_k=s.rag_top_k,
             candidates=s.rag_candidates,
