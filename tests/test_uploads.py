@@ -6,11 +6,16 @@ process with a time and memory limit)."""
 from __future__ import annotations
 
 import codecs
+import logging
 import uuid
 
+import httpx
 import pytest
+from langchain_core.embeddings import Embeddings
 from sqlalchemy import text
 
+from advocata_chat.app import create_app
+from advocata_chat.offline import OfflineEmbeddings
 from tests import bombs
 from tests.test_documents import CONTRACT, FONT, pdf_bytes, search, upload
 
@@ -263,3 +268,46 @@ async def test_a_1000_character_filename_keeps_its_extension(client, auth, alice
     r = await upload(client, h, "a." + "x" * 998, b"other bytes")
     assert r.status_code == 415 and r.json()["code"] == "unsupported_file"
     assert len(r.json()["error"]) < 200
+
+
+class WrongSizeEmbeddings(Embeddings):
+    """An embedding provider answering with vectors of the wrong size, so the chunk insert
+    fails inside PostgreSQL with the document's text among its parameters."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [[0.1] * 8 for _ in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return [0.1] * 8
+
+
+async def test_a_failed_document_shows_a_reason_and_no_log_holds_its_text(
+    make_settings, make_client, auth, alice, caplog
+):
+    h = auth(alice)
+    secret = "Паспорт 36 09 512877, выдан ОВД Тверского района.\n"
+    data = (secret + CONTRACT).encode()
+    app = create_app(
+        make_settings(),
+        embeddings=(
+            WrongSizeEmbeddings(),
+            OfflineEmbeddings.model_name,
+            OfflineEmbeddings.dimensions,
+        ),
+    )
+    with caplog.at_level(logging.DEBUG):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                doc = (await upload(client, h, "passport.txt", data)).json()
+    assert doc["status"] == "failed", doc
+    assert doc["error"].startswith("Indexing failed because of an error on our side"), doc
+    assert "512877" not in doc["error"] and "INSERT" not in doc["error"]
+    assert "indexing document" in caplog.text  # the failure is logged, for us...
+    assert "512877" not in caplog.text and "Тверского" not in caplog.text  # ...without the text
+    # Uploading the same file again, once indexing works, is how the owner retries.
+    async with make_client(ws=False) as client:
+        r = await upload(client, h, "passport.txt", data)
+        assert r.status_code == 201 and r.json()["status"] == "ready", r.text
+        assert r.json()["id"] != doc["id"]
+        assert (await client.get(DOCS, headers=h)).json()["total"] == 1
