@@ -60,9 +60,10 @@ def docx_with_big_body(body_bytes: int = 1_000_000, *, varied: bool = False) -> 
     return docx([SENTENCE] * count)
 
 
-def pdf(pages: int, content: bytes, *, shared: bool = True) -> bytes:
+def pdf(pages: int, content: bytes, *, shared: bool = True, declared: int | None = None) -> bytes:
     """A PDF of `pages` pages with Helvetica text. With `shared`, every page draws the same
-    Flate-compressed content stream; otherwise each page has its own copy."""
+    Flate-compressed content stream; otherwise each page has its own copy. `declared` is the
+    page count the page tree claims (the true one unless given)."""
     objects: list[bytes] = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"",  # the page tree, filled in below
@@ -86,7 +87,8 @@ def pdf(pages: int, content: bytes, *, shared: bool = True) -> bytes:
         )
         if not shared:
             objects.append(stream)
-    objects[1] = b"<< /Type /Pages /Count %d /Kids [%s] >>" % (pages, b" ".join(kids))
+    count = pages if declared is None else declared
+    objects[1] = b"<< /Type /Pages /Count %d /Kids [%s] >>" % (count, b" ".join(kids))
     out = io.BytesIO()
     out.write(b"%PDF-1.7\n")
     offsets = []

@@ -79,6 +79,8 @@ async def start_runtime(
         log.error("cannot start: the prompts in %s do not load: %s", settings.prompts_dir, e)
         raise
     templates = load_templates(settings.prompts_dir / "templates")
+    extractor = Extractor(settings)
+    await asyncio.to_thread(extractor.warm)
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
@@ -104,7 +106,7 @@ async def start_runtime(
         embeddings=embedder,
         embedding_model=model,
         store=store,
-        extractor=Extractor(settings),
+        extractor=extractor,
         search=SearchParams(
             top_k=s.rag_top_k,
             candidates=s.rag_candidates,

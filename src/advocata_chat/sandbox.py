@@ -4,17 +4,19 @@ A crafted upload can make a parser spin for minutes or allocate gigabytes. Run i
 that costs one process, killed on time, never the API process or the memory it keeps.
 
 Each of `EXTRACT_CONCURRENCY` workers is a small single-threaded process (started once, from
-multiprocessing's forkserver, with the parsers imported) that forks a fresh child for every
-file: the child sets its limits (RLIMIT_AS, RLIMIT_CPU as a backstop), extracts and writes
-its answer to a pipe; the worker kills it when the time is up. A normal file pays a fork and
-two pipe copies (a few milliseconds), not an interpreter start, and every file starts from a
-clean address space. Answers travel as JSON, so nothing a child writes is ever unpickled by
-the API process.
+multiprocessing's forkserver, with the parsers imported and warmed up) that forks a fresh
+child for every file: the child sets its limits (RLIMIT_AS, RLIMIT_CPU as a backstop),
+extracts and writes its answer to a pipe; the worker kills it when the time is up. An
+ordinary file pays a fork and two pipe copies (tens of milliseconds, `bench.uploads`), not an
+interpreter start, and every file starts from the same clean memory. Answers travel as JSON,
+so nothing a child writes is ever unpickled by the API process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -102,15 +104,47 @@ def _fork_one(job: tuple) -> bytes:
     return bytes(answer) or json.dumps({"died": status}).encode()
 
 
+def _warm_up() -> None:
+    """Extract a small file of each kind once in the worker, so that every fork inherits
+    parsers that have already built their lazy state (python-docx's template parts, lxml
+    parsers, compiled patterns) instead of building it again for each file."""
+    import io
+
+    from docx import Document
+    from pypdf import PdfWriter
+
+    docx, pdf = io.BytesIO(), io.BytesIO()
+    Document().save(docx)
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.write(pdf)
+    samples = {"a.docx": docx.getvalue(), "a.pdf": pdf.getvalue(), "a.txt": b"text"}
+    samples["a.html"] = b"<p>text</p>"
+    for name, data in samples.items():
+        # The blank PDF has no text: reading it is all that is wanted.
+        with contextlib.suppress(AppError):
+            extract(name, data)
+
+
 def _serve(conn: Connection) -> None:
     """The worker's loop, until the API process closes the pipe."""
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # it warns about every odd file
+    _warm_up()
+    # Forks share the worker's memory until they write to it; the collector writes to every
+    # object it visits, unless they are moved out of its sight first.
+    gc.freeze()
     while True:
         try:
             job = pickle.loads(conn.recv_bytes())  # from the API process: trusted
         except (EOFError, OSError):
             return
         conn.send_bytes(_fork_one(job))
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PARSERS)
+    return context
 
 
 class _Worker:
@@ -133,8 +167,7 @@ class _Worker:
         return {"died": "worker"}
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PARSERS)
+        context = _context()
         self.conn, theirs = context.Pipe()
         self.process = context.Process(
             target=_serve, args=(theirs,), name="advocata-extract", daemon=True
@@ -197,6 +230,14 @@ class Extractor:
         # for our log, the owner hears that the file could not be read.
         log.warning("extraction failed: %s", answer)
         raise UnreadableFile("The file could not be read: it is damaged or in an unusual format")
+
+    def warm(self) -> None:
+        """Start the forkserver (an interpreter importing the parsers, about a second) now
+        rather than on the first upload; once per process."""
+        from multiprocessing import forkserver
+
+        _context()
+        forkserver.ensure_running()
 
     def close(self) -> None:
         for worker in self._workers:
