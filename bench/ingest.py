@@ -84,12 +84,12 @@ class Clock:
 
 
 def instrument(rt, clock: Clock) -> None:
-    extract = documents.extract
+    extract = rt.extractor.extract
 
-    def timed_extract(*a, **kw):
+    async def timed_extract(*a, **kw):
         t = time.perf_counter()
         try:
-            return extract(*a, **kw)
+            return await extract(*a, **kw)
         finally:
             clock.add("extraction", time.perf_counter() - t)
 
@@ -111,7 +111,7 @@ def instrument(rt, clock: Clock) -> None:
         finally:
             clock.add("db writes", time.perf_counter() - t)
 
-    documents.extract = timed_extract
+    rt.extractor.extract = timed_extract
     documents.add_chunks = timed_add
     rt.embeddings.aembed_documents = timed_embed
 

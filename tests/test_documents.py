@@ -171,7 +171,7 @@ async def test_bad_files_are_refused_and_leave_nothing(make_client, auth, alice)
             ("broken.docx", b"PK\x03\x04 not a zip", 422, "unreadable_file"),
             ("empty.txt", b"", 422, "empty_document"),
             ("blank.txt", b"   \n\n  ", 422, "empty_document"),
-            ("binary.txt", bytes(range(128, 256)) * 3, 422, "unreadable_file"),
+            ("binary.txt", bytes(range(128, 256)) * 3, 415, "unsupported_file"),
             ("huge.txt", "я".encode() * 20_000, 413, "payload_too_large"),
         ]
         for name, data, status, code in cases:

@@ -263,6 +263,25 @@ async def test_export_in_every_format_with_cyrillic_and_sources(client, auth, al
     assert r.status_code == 422
 
 
+async def test_export_of_messages_with_control_characters(client, auth, alice):
+    # lxml refuses control characters in DOCX (a 500 before); fonts have no glyph for them.
+    from docx import Document
+    from pypdf import PdfReader
+
+    h = auth(alice)
+    cid = (await client.post(CONV, json={"title": "Тема\x01"}, headers=h)).json()["id"]
+    await send(client, h, cid, "Строка\x01 с\x0bуправляющими\x1b[31m символами\x7f")
+    r = await client.get(f"{CONV}/{cid}/export", params={"format": "docx"}, headers=h)
+    assert r.status_code == 200, r.text
+    paragraphs = [p.text for p in Document(io.BytesIO(r.content)).paragraphs]
+    assert "Тема" in paragraphs and "Строка с" in paragraphs
+    assert "управляющими[31m символами" in paragraphs
+    r = await client.get(f"{CONV}/{cid}/export", params={"format": "pdf"}, headers=h)
+    assert r.status_code == 200, r.text
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(r.content)).pages)
+    assert "Строка с" in text and "\x01" not in text
+
+
 # -- sharing with a lawyer -----------------------------------------------------------
 
 

@@ -157,6 +157,25 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(
         assert conv["messages_count"] == 2  # nothing from the bad frames was stored
 
 
+async def test_frames_that_break_the_json_parser_get_error_frames(make_client, auth, token, alice):
+    # Under MAX_WS_FRAME_BYTES, yet json.loads raises ValueError (past Python's 4300-digit
+    # integer limit) or RecursionError (nesting): both used to drop the socket.
+    async with make_client(max_ws_frames_per_second=0) as client:
+        cid = await new_conversation(client, auth(alice))
+        async with aconnect_ws(url(cid, token(alice)), client) as ws:
+            await recv(ws)
+            for raw in (
+                '{"type": "ping", "n": ' + "9" * 5000 + "}",
+                "[" * 20_000 + "]" * 20_000,
+                '{"a": ' * 8_000 + "1" + "}" * 8_000,
+            ):
+                await ws.send_text(raw)
+                frame = await recv(ws)
+                assert frame["type"] == "error" and frame["code"] == "invalid_json", raw[:40]
+            await ws.send_text(json.dumps({"type": "ping"}))
+            assert await recv(ws) == {"type": "pong"}
+
+
 async def test_reply_answers_the_pending_message(make_client, auth, token, alice):
     async with make_client() as client:
         cid = await new_conversation(

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
 from advocata_chat.config import Settings, get_settings
@@ -51,7 +51,9 @@ TAGS = [
 
 
 class BodySizeLimit:
-    """Refuse bodies whose declared size is over the limit before reading them."""
+    """Refuse request bodies over the limit: at once when `Content-Length` says so, and by
+    counting the bytes actually received otherwise (chunked transfer encoding declares no
+    length). Once over, the client gets the 413 and the app reads an end of input."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
@@ -60,18 +62,51 @@ class BodySizeLimit:
         self.max_upload_bytes = max_upload_bytes + 64_000
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            limit = self.max_bytes
-            if scope["path"].rstrip("/") == "/api/v1/documents":
-                limit = self.max_upload_bytes
-            if length and length.isdigit() and int(length) > limit:
-                err = PayloadTooLarge(f"Request body is over the {limit}-byte limit")
-                from fastapi.responses import JSONResponse
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        if scope["path"].rstrip("/") == "/api/v1/documents":
+            limit = self.max_upload_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length and length.isdigit() and int(length) > limit:
+            await self._refuse(scope, send, limit)
+            return
+        received, started, refused = 0, False, False
 
-                await JSONResponse(err.body(), status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused and not started:
+                return  # the 413 went out; whatever the app answers to the cut-off is dropped
+            started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, limit: int) -> None:
+        err = PayloadTooLarge(f"Request body is over the {limit}-byte limit")
+        # `connection: close`: the rest of the body is never read, so the connection ends.
+        response = JSONResponse(err.body(), status_code=413, headers={"connection": "close"})
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def create_app(
@@ -110,12 +145,12 @@ def create_app(
         swagger_ui_parameters={"validatorUrl": None},
     )
     install_error_handlers(app)
-    app.add_middleware(logs.RequestId)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(logs.RequestId)  # outside the size limit: a 413 carries the id too
     # Added last, so it is outermost: the refusals above get the headers too.
     app.add_middleware(
         SecurityHeaders,

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     # Limits
     max_request_bytes: int = 1_000_000
     max_upload_bytes: int = 20_000_000
+    # What an accepted file may expand to (a few KB can inflate to gigabytes or hours of work).
+    max_document_chars: int = 1_000_000  # extracted text per document
+    max_document_chunks: int = 1500  # chunks per document (each one is embedded)
+    max_pdf_pages: int = 2000
+    max_pdf_stream_bytes: int = 30_000_000  # decompressed: any one stream, and all pages' content
+    max_docx_uncompressed_bytes: int = 100_000_000  # all parts of a DOCX, uncompressed
+    max_zip_ratio: float = 100.0  # uncompressed / compressed size of any DOCX part over 100 KB
+    extract_timeout_seconds: float = 30.0  # extraction runs in a child process, killed after this
+    extract_memory_bytes: int = 1_000_000_000  # that child's address-space limit (RLIMIT_AS)
+    extract_concurrency: int = 2  # extraction child processes at a time, per server process
     max_message_chars: int = 8000
     max_title_chars: int = 200
     max_instructions_chars: int = 2000

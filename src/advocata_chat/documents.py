@@ -16,7 +16,7 @@ from sqlalchemy.orm import undefer
 
 from advocata_chat import limits
 from advocata_chat.errors import NotFound, PayloadTooLarge, is_database_down
-from advocata_chat.extract import extract
+from advocata_chat.extract import suffix_of, too_large
 from advocata_chat.models import Document, DocumentStatus, utcnow
 from advocata_chat.runtime import Runtime
 from advocata_chat.schemas import DocumentOut, DocumentPage
@@ -71,19 +71,27 @@ async def upload(
     )
     digest = hashlib.sha256(data).hexdigest()
     existing = await _by_hash(rt, user_id=user_id, digest=digest)
-    if existing is not None:
+    if existing is not None and existing.status != DocumentStatus.failed:
         return existing, False
+    if existing is not None:  # uploading a failed document again is how one retries it
+        await delete(rt, user_id=user_id, document_id=existing.id)
 
-    # Extraction and splitting are CPU-bound: keep them off the event loop.
-    extracted = await asyncio.to_thread(extract, filename, data)
-    name = PurePath(filename).name[:300] or "document"
+    # Untrusted and CPU-bound: extraction runs in a child process with a time and memory
+    # limit; splitting (to count chunks before anything is stored) runs in a thread.
+    extracted = await rt.extractor.extract(filename, data)
+    chunks = await asyncio.to_thread(_split_pages, rt, extracted.text, extracted.pages)
+    if len(chunks) > rt.settings.max_document_chunks:
+        raise too_large(
+            f"{len(chunks):,} chunks", "MAX_DOCUMENT_CHUNKS", rt.settings.max_document_chunks
+        )
+    name = stored_name(filename)
     now = utcnow()
     doc = Document(
         id=uuid.uuid4(),
         user_id=user_id,
         title=(title or PurePath(name).stem)[:300],
         filename=name,
-        media_type=MEDIA_TYPES[PurePath(name).suffix.lower()],
+        media_type=MEDIA_TYPES[suffix_of(name)],
         sha256=digest,
         size_bytes=len(data),
         status=DocumentStatus.processing,
@@ -107,6 +115,15 @@ async def upload(
         await asyncio.shield(task)
         return await get(rt, user_id=user_id, document_id=doc.id), True
     return DocumentOut.model_validate(doc), True
+
+
+def stored_name(filename: str) -> str:
+    """The file's own name (no folders), at most 300 characters, its extension kept."""
+    name = PurePath(filename).name or "document"
+    if len(name) > 300:
+        suffix = suffix_of(name)
+        name = name[: 300 - len(suffix)] + suffix
+    return name
 
 
 async def _by_hash(rt: Runtime, *, user_id: uuid.UUID, digest: str) -> DocumentOut | None:
@@ -194,9 +211,24 @@ async def _index_document(rt: Runtime, document_id: uuid.UUID, *, last: bool = T
                 await conn.execute(
                     sql(f"DELETE FROM {TABLE} WHERE document_id = :d"), {"d": document_id}
                 )
-            await _set_status(rt, document_id, DocumentStatus.failed, error=str(exc)[:500])
+            await _set_status(rt, document_id, DocumentStatus.failed, error=failure_reason(exc))
         except Exception:
             log.exception("could not mark document %s failed", document_id)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What the owner reads in `error`: what went wrong and what to do, never the exception
+    text (it can hold SQL, addresses or the document's own words)."""
+    import openai
+
+    if is_database_down(exc):
+        return "The database became unavailable while indexing; upload the file again."
+    if isinstance(exc, openai.APIError | TimeoutError):
+        return "The embedding service failed while indexing; upload the file again later."
+    return (
+        "Indexing failed because of an error on our side; upload the file again, and "
+        "contact support if it keeps failing."
+    )
 
 
 async def _set_status(

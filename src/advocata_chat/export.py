@@ -9,7 +9,7 @@ the PDF bold headings and page numbers.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -157,6 +157,33 @@ def pdf(conv: ConversationOut, tz: ZoneInfo) -> bytes:
     return bytes(doc.output())
 
 
+# Characters XML 1.0 forbids (lxml refuses them in DOCX) and that no font has a glyph for.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    # Vertical tab and form feed are line and page breaks pasted from Word.
+    return _UNPRINTABLE.sub("", text.replace("\x0b", "\n").replace("\x0c", "\n"))
+
+
+def _printable_copy(conv: ConversationOut) -> ConversationOut:
+    """The conversation as DOCX and PDF can hold it: messages may contain any character
+    a client sent, control characters included."""
+
+    def cited(c: dict) -> dict:
+        return {k: _printable(v) if isinstance(v, str) else v for k, v in c.items()}
+
+    messages = [
+        m.model_copy(
+            update={"content": _printable(m.content), "citations": [cited(c) for c in m.citations]}
+        )
+        for m in conv.messages
+    ]
+    return conv.model_copy(
+        update={"title": _printable(conv.title) if conv.title else conv.title, "messages": messages}
+    )
+
+
 def render(conv: ConversationOut, fmt: str, *, tz: ZoneInfo) -> tuple[bytes, str]:
     builders = {"md": markdown, "docx": docx, "pdf": pdf}
-    return builders[fmt](conv, tz), MEDIA[fmt]
+    return builders[fmt](conv if fmt == "md" else _printable_copy(conv), tz), MEDIA[fmt]

@@ -20,6 +20,7 @@ from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
 from advocata_chat.prompts import PromptError, PromptSet
 from advocata_chat.retrieval import SearchParams
+from advocata_chat.sandbox import Extractor
 from advocata_chat.store import open_store
 from advocata_chat.templates import Template, load_templates
 
@@ -37,6 +38,7 @@ class Runtime:
     embedding_model: str
     store: PGVectorStore
     search: SearchParams
+    extractor: Extractor  # `await rt.extractor.extract(filename, data)`, in a child process
     templates: dict[str, Template] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Wall-clock seconds for rate windows and token expiry on open sockets; tests set their
@@ -63,6 +65,7 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        self.extractor.close()
         await self.engine.dispose()
 
 
@@ -80,6 +83,8 @@ async def start_runtime(
         log.error("cannot start: the prompts in %s do not load: %s", settings.prompts_dir, e)
         raise
     templates = load_templates(settings.prompts_dir / "templates")
+    extractor = Extractor(settings)
+    await asyncio.to_thread(extractor.warm)
     url = await asyncio.to_thread(db.resolve_database_url, settings)
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
@@ -105,6 +110,7 @@ async def start_runtime(
         embeddings=embedder,
         embedding_model=model,
         store=store,
+        extractor=extractor,
         search=SearchParams(
             top_k=s.rag_top_k,
             candidates=s.rag_candidates,

@@ -170,7 +170,9 @@ def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | No
         )
     try:
         frame = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        # ValueError also covers integers past Python's 4300-digit limit, RecursionError
+        # thousands of nested brackets; neither is a JSONDecodeError.
         return _bad("Frame is not valid JSON", "invalid_json")
     if not isinstance(frame, dict):
         return _bad("Frame must be a JSON object", "invalid_frame")

@@ -1,0 +1,244 @@
+"""Text extraction in child processes with a time and a memory limit.
+
+A crafted upload can make a parser spin for minutes or allocate gigabytes. Run in a child,
+that costs one process, killed on time, never the API process or the memory it keeps.
+
+Each of `EXTRACT_CONCURRENCY` workers is a small single-threaded process (started once, from
+multiprocessing's forkserver, with the parsers imported and warmed up) that forks a fresh
+child for every file: the child sets its limits (RLIMIT_AS, RLIMIT_CPU as a backstop),
+extracts and writes its answer to a pipe; the worker kills it when the time is up. An
+ordinary file pays a fork and two pipe copies (tens of milliseconds, `bench.uploads`), not an
+interpreter start, and every file starts from the same clean memory. Answers travel as JSON,
+so nothing a child writes is ever unpickled by the API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import resource
+import select
+import signal
+import time
+from multiprocessing.connection import Connection
+
+from advocata_chat.errors import AppError, InvalidInput
+from advocata_chat.extract import (
+    DocumentTooLarge,
+    EmptyDocument,
+    Extracted,
+    Limits,
+    UnreadableFile,
+    UnsupportedFile,
+    extract,
+)
+
+log = logging.getLogger(__name__)
+PARSERS = ["advocata_chat.extract", "pypdf", "docx", "bs4"]
+REFUSALS = {
+    cls.code: cls for cls in (UnsupportedFile, UnreadableFile, EmptyDocument, DocumentTooLarge)
+}
+GRACE_SECONDS = 10  # the worker enforces the time limit; the API process waits this longer
+
+
+class ExtractionTimeout(InvalidInput):
+    code = "extraction_timeout"
+
+
+def _answer(filename: str, data: bytes, limits: Limits, memory: int, seconds: float) -> bytes:
+    """In the forked child: extract under limits, answer in JSON."""
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    cpu = math.ceil(seconds) + 2  # the worker kills on wall time; this catches the rest
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    try:
+        got = extract(filename, data, limits)
+        answer: dict = {"ok": {"text": got.text, "pages": got.pages}}
+    except AppError as exc:
+        answer = {"refused": exc.code, "message": exc.message, "detail": exc.detail}
+    except MemoryError:
+        answer = {"memory": True}
+    except Exception as exc:  # a parser tripped over the file: the file is what is broken
+        answer = {"broken": type(exc).__name__}
+    try:
+        return json.dumps(answer, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    except MemoryError:
+        return b'{"memory": true}'
+
+
+def _fork_one(job: tuple) -> bytes:
+    """In the worker: run one job in a fresh child; its answer, or a timeout."""
+    seconds = job[-1]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        status = 1
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(_answer(*job))
+            status = 0
+        finally:
+            os._exit(status)  # no clean-up handlers: they belong to the worker
+    os.close(write_fd)
+    answer, deadline = bytearray(), time.monotonic() + seconds
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return b'{"timeout": true}'
+            block = pipe.read(1 << 20)
+            if not block:
+                break
+            answer += block
+    _, status = os.waitpid(pid, 0)
+    return bytes(answer) or json.dumps({"died": status}).encode()
+
+
+def _warm_up() -> None:
+    """Extract a small file of each kind once in the worker, so that every fork inherits
+    parsers that have already built their lazy state (python-docx's template parts, lxml
+    parsers, compiled patterns) instead of building it again for each file."""
+    import io
+
+    from docx import Document
+    from pypdf import PdfWriter
+
+    docx, pdf = io.BytesIO(), io.BytesIO()
+    Document().save(docx)
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.write(pdf)
+    samples = {"a.docx": docx.getvalue(), "a.pdf": pdf.getvalue(), "a.txt": b"text"}
+    samples["a.html"] = b"<p>text</p>"
+    for name, data in samples.items():
+        # The blank PDF has no text: reading it is all that is wanted.
+        with contextlib.suppress(AppError):
+            extract(name, data)
+
+
+def _serve(conn: Connection) -> None:
+    """The worker's loop, until the API process closes the pipe."""
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # it warns about every odd file
+    _warm_up()
+    # Forks share the worker's memory until they write to it; the collector writes to every
+    # object it visits, unless they are moved out of its sight first.
+    gc.freeze()
+    while True:
+        try:
+            job = pickle.loads(conn.recv_bytes())  # from the API process: trusted
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(_fork_one(job))
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PARSERS)
+    return context
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+
+    def run(self, job: tuple, wait: float) -> dict:
+        if self.process is None or not self.process.is_alive():
+            self.stop()
+            self._start()
+        assert self.conn is not None
+        try:
+            self.conn.send_bytes(pickle.dumps(job))
+            if self.conn.poll(wait):
+                return json.loads(self.conn.recv_bytes().decode("utf-8", "surrogatepass"))
+        except (EOFError, OSError):
+            pass
+        self.stop()  # the worker itself is stuck or gone; the next job starts another
+        return {"died": "worker"}
+
+    def _start(self) -> None:
+        context = _context()
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(theirs,), name="advocata-extract", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.process is not None:
+            self.process.join(timeout=2)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        self.process = self.conn = None
+
+
+class Extractor:
+    """`await extractor.extract(filename, data)`: the document's text, read in a child."""
+
+    def __init__(self, settings) -> None:
+        self.limits = Limits.from_settings(settings)
+        self.timeout = settings.extract_timeout_seconds
+        self.memory = settings.extract_memory_bytes
+        self._workers = [_Worker() for _ in range(max(1, settings.extract_concurrency))]
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
+
+    async def extract(self, filename: str, data: bytes) -> Extracted:
+        worker = await self._idle.get()
+        job = (filename, data, self.limits, self.memory, self.timeout)
+        task = asyncio.ensure_future(
+            asyncio.to_thread(worker.run, job, self.timeout + GRACE_SECONDS)
+        )
+        # The worker is free again when its job is done, even if this request is cancelled.
+        task.add_done_callback(lambda _: self._idle.put_nowait(worker))
+        return self._result(await asyncio.shield(task))
+
+    def _result(self, answer: dict) -> Extracted:
+        if "ok" in answer:
+            return Extracted(answer["ok"]["text"], [tuple(p) for p in answer["ok"]["pages"]])
+        if "refused" in answer:
+            cls = REFUSALS.get(answer["refused"], UnreadableFile)
+            raise cls(answer["message"], detail=answer["detail"])
+        if "timeout" in answer:
+            raise ExtractionTimeout(
+                f"Reading the file took longer than {self.timeout:g} s and was stopped; the "
+                "file is too complex to process (EXTRACT_TIMEOUT_SECONDS)",
+                detail={"limit": "EXTRACT_TIMEOUT_SECONDS", "max": self.timeout},
+            )
+        if "memory" in answer:
+            raise DocumentTooLarge(
+                "The document needs more memory to read than allowed "
+                f"(EXTRACT_MEMORY_BYTES={self.memory})",
+                detail={"limit": "EXTRACT_MEMORY_BYTES", "max": self.memory},
+            )
+        # A parser raised something unexpected, or the child died of a signal: the kind is
+        # for our log, the owner hears that the file could not be read.
+        log.warning("extraction failed: %s", answer)
+        raise UnreadableFile("The file could not be read: it is damaged or in an unusual format")
+
+    def warm(self) -> None:
+        """Start the forkserver (an interpreter importing the parsers, about a second) now
+        rather than on the first upload; once per process."""
+        from multiprocessing import forkserver
+
+        _context()
+        forkserver.ensure_running()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
