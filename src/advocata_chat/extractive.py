@@ -16,6 +16,7 @@ from functools import lru_cache
 import snowballstemmer
 
 from advocata_chat.citations import sentences
+from advocata_chat.retrieval import sub_questions
 
 ABSTAIN = (
     "В ваших документах нет ответа на этот вопрос: в найденных фрагментах нет сведений, "
@@ -132,33 +133,44 @@ def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     return out
 
 
-def choose(
+def sentence_embedder(embeddings) -> Callable[[list[str]], list[list[float]]]:
+    """[question, *sentences] -> vectors; e5 embeds queries and passages apart."""
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [embeddings.embed_query(texts[0]), *embeddings.embed_documents(texts[1:])]
+
+    return embed
+
+
+def _score(
     question: str,
     sources: list[tuple[int, str, str]],
-    *,
-    embed: Callable[[list[str]], list[list[float]]] | None = None,
-    threshold: float = 0.25,
-    max_sentences: int = 3,
-) -> list[Candidate]:
-    """The sentences that answer the question, best first; empty means abstain."""
+    embed: Callable[[list[str]], list[list[float]]] | None,
+) -> list[Candidate] | None:
+    """Candidate sentences, best first; None when the sources cannot settle the question."""
     cands = _candidates(sources)
     q_terms = set(terms(question))
     if not cands or not q_terms:
-        return []
+        return None
     kinds = answer_types(question)
     sent_terms = [set(terms(c.text)) for c in cands]
     n = len(cands)
     idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
-    # A question word found nowhere in the sources gets the weight of the rarest word.
     total = sum(idf.values())
+    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
     sims = [0.0] * n
     if embed is not None:
-        vectors = embed([question] + [c.text for c in cands])
+        # Embedding every sentence of a full context is slow with e5; the sentences that
+        # share words with the question, and those of the best-ranked sources, are enough.
+        top_sources = set(list(dict.fromkeys(c.n for c in cands))[:3])
+        lexical = sorted(range(n), key=lambda i: -overlaps[i])[:24]
+        pick = sorted(set(lexical) | {i for i, c in enumerate(cands) if c.n in top_sources})
+        vectors = embed([question] + [cands[i].text for i in pick])
         q = vectors[0]
-        sims = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors[1:]]
+        for i, v in zip(pick, vectors[1:], strict=True):
+            sims[i] = sum(a * b for a, b in zip(q, v, strict=True))
     rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
-    for c, st, sim in zip(cands, sent_terms, sims, strict=True):
-        overlap = sum(idf[t] for t in q_terms & st) / total
+    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
         base = 0.6 * overlap + 0.4 * max(sim, 0.0)
         # The kind of answer asked for (an amount, a date, a name) sharpens a relevant
         # sentence; it must not make an irrelevant one look relevant, so it multiplies.
@@ -172,17 +184,53 @@ def choose(
         if _stem(focus) not in near:
             # "Did X agree ...?" and the relevant sentences never mention agreeing: an
             # extract cannot answer yes or no, so say the documents do not settle it.
-            return []
-    best = ranked[0]
-    if best.score < threshold:
+            return None
+    return ranked
+
+
+def best_score(
+    question: str,
+    sources: list[tuple[int, str, str]],
+    *,
+    embed: Callable[[list[str]], list[list[float]]] | None = None,
+) -> float | None:
+    """The score the abstention threshold is compared with (None: always abstain)."""
+    ranked = _score(question, sources, embed)
+    return ranked[0].score if ranked else None
+
+
+def choose(
+    question: str,
+    sources: list[tuple[int, str, str]],
+    *,
+    embed: Callable[[list[str]], list[list[float]]] | None = None,
+    threshold: float = 0.25,
+    max_sentences: int = 3,
+) -> list[Candidate]:
+    """The sentences that answer the question, best first; empty means abstain.
+
+    Further sentences join the best one only when they score close to it and come from the
+    same source, or when the question has several parts, each of which may need its own
+    document: quoting a second document otherwise mixes unrelated text into the answer.
+    """
+    ranked = _score(question, sources, embed)
+    if not ranked or ranked[0].score < threshold:
         return []
+    best = ranked[0]
     chosen = [best]
+    parts = sub_questions(question)
+    if parts:
+        for part in parts:
+            part_ranked = _score(part, sources, embed) or []
+            for c in part_ranked[:1]:
+                if c.score >= threshold and c.text not in {x.text for x in chosen}:
+                    chosen.append(c)
     for c in ranked[1:]:
-        if len(chosen) >= max_sentences or c.score < 0.6 * best.score:
+        if len(chosen) >= max_sentences or c.score < 0.75 * best.score:
             break
-        if c.text not in {x.text for x in chosen}:
+        if c.n == best.n and c.text not in {x.text for x in chosen}:
             chosen.append(c)
-    return chosen
+    return chosen[:max_sentences]
 
 
 def compose(chosen: list[Candidate]) -> str:
