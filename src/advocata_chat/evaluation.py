@@ -416,9 +416,9 @@ async def retrieval_cv(rt, corpus: Corpus, questions: list[Question], *, k: int)
 def abstention_cv(results: list[QuestionResult], questions: list[Question], embed) -> dict:
     """The offline answerer's abstention threshold chosen by 5-fold CV on balanced accuracy
     (abstain on no_answer, answer otherwise), over the sources each answer was given."""
-    from advocata_chat.extractive import best_score, sentence_embedder
+    from advocata_chat.extractive import best_score, sentence_similarity
 
-    embed = sentence_embedder(embed)
+    embed = sentence_similarity(embed)
 
     by_id = {q.id: q for q in questions}
     scores = {}

@@ -133,19 +133,31 @@ def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     return out
 
 
-def sentence_embedder(embeddings) -> Callable[[list[str]], list[list[float]]]:
-    """[question, *sentences] -> vectors; e5 embeds queries and passages apart."""
+Similarity = Callable[[str, list[str]], list[float]]
 
-    def embed(texts: list[str]) -> list[list[float]]:
-        return [embeddings.embed_query(texts[0]), *embeddings.embed_documents(texts[1:])]
 
-    return embed
+def sentence_similarity(embeddings) -> Similarity:
+    """(question, sentences) -> how close each sentence is, 0 for unrelated, up to 1.
+
+    Cosines are rescaled from the embedder's `similarity_floor`, the cosine of unrelated
+    Russian sentence pairs: about 0.8 for e5 (which compresses everything into 0.75-0.95)
+    and 0 for USE. Without that, every sentence looks related under e5 and nothing abstains.
+    """
+    floor = getattr(embeddings, "similarity_floor", 0.0)
+
+    def similarity(question: str, texts: list[str]) -> list[float]:
+        q = embeddings.embed_query(question)
+        vectors = embeddings.embed_documents(texts)
+        cos = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors]
+        return [max(c - floor, 0.0) / (1.0 - floor) for c in cos]
+
+    return similarity
 
 
 def _score(
     question: str,
     sources: list[tuple[int, str, str]],
-    embed: Callable[[list[str]], list[list[float]]] | None,
+    embed: Similarity | None,
 ) -> list[Candidate] | None:
     """Candidate sentences, best first; None when the sources cannot settle the question."""
     cands = _candidates(sources)
@@ -165,10 +177,8 @@ def _score(
         top_sources = set(list(dict.fromkeys(c.n for c in cands))[:3])
         lexical = sorted(range(n), key=lambda i: -overlaps[i])[:24]
         pick = sorted(set(lexical) | {i for i, c in enumerate(cands) if c.n in top_sources})
-        vectors = embed([question] + [cands[i].text for i in pick])
-        q = vectors[0]
-        for i, v in zip(pick, vectors[1:], strict=True):
-            sims[i] = sum(a * b for a, b in zip(q, v, strict=True))
+        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
+            sims[i] = sim
     rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
     for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
         base = 0.6 * overlap + 0.4 * max(sim, 0.0)
@@ -192,7 +202,7 @@ def best_score(
     question: str,
     sources: list[tuple[int, str, str]],
     *,
-    embed: Callable[[list[str]], list[list[float]]] | None = None,
+    embed: Similarity | None = None,
 ) -> float | None:
     """The score the abstention threshold is compared with (None: always abstain)."""
     ranked = _score(question, sources, embed)
@@ -203,7 +213,7 @@ def choose(
     question: str,
     sources: list[tuple[int, str, str]],
     *,
-    embed: Callable[[list[str]], list[list[float]]] | None = None,
+    embed: Similarity | None = None,
     threshold: float = 0.25,
     max_sentences: int = 3,
 ) -> list[Candidate]:

