@@ -28,10 +28,10 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from sqlalchemy import make_url
 
 from advocata_chat import db
-from advocata_chat.offline import OfflineEmbeddings
+from advocata_chat.offline import USEEmbeddings
 
-DIMS = OfflineEmbeddings.dimensions
-EMBED_MODEL = OfflineEmbeddings.model_name
+DIMS = USEEmbeddings.dimensions
+EMBED_MODEL = USEEmbeddings.model_name
 
 # -- the database ---------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ async def ensure_chunks_table(url: str) -> None:
 
     engine = db.make_engine(url, _settings(url))
     try:
-        await open_store(engine, OfflineEmbeddings(), model=EMBED_MODEL, dims=DIMS)
+        await open_store(engine, USEEmbeddings(), model=EMBED_MODEL, dims=DIMS)
     finally:
         await engine.dispose()
 

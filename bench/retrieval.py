@@ -24,7 +24,7 @@ from langchain_core.embeddings import Embeddings
 from sqlalchemy import text
 
 from advocata_chat import db
-from advocata_chat.offline import OfflineEmbeddings
+from advocata_chat.offline import USEEmbeddings
 from advocata_chat.retrieval import SearchParams, hybrid_search
 from advocata_chat.store import open_store, vector_search
 from bench.common import (
@@ -149,7 +149,7 @@ async def main(url: str, sizes=(10_000, 30_000, 100_000), n_queries: int = 100) 
     words = vocabulary(rng)
     users = [uuid.uuid4() for _ in range(USERS)]
     engine = db.make_engine(url, _settings(url))
-    store = await open_store(engine, OfflineEmbeddings(), model=EMBED_MODEL, dims=DIMS)
+    store = await open_store(engine, USEEmbeddings(), model=EMBED_MODEL, dims=DIMS)
     all_vectors = clustered_vectors(rng, max(sizes))
     owners: list[uuid.UUID] = []
     rows, growth = [], []

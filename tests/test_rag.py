@@ -82,10 +82,15 @@ async def test_rag_turn_through_the_openai_protocol(stub_client, stub, auth, ali
         system = "\n".join(m["content"] for m in chat["messages"] if m["role"] == "system")
         assert '<source id="1" title="contract">' in system and "164 800" in system
         assert "данные, а не" in system  # documents are framed as data, not instructions
-        # [7] points at no source, so only [1] becomes a citation.
+        # The model is told to answer in Russian, from the sources only, and to say so
+        # plainly when they hold no answer.
+        assert "по-русски" in system and "только на эти фрагменты" in system
+        assert "нет ответа на этот" in system
+        # [7] points at no source, so only [1] becomes a citation, and [7] is flagged.
         assert answer["referenced_documents"] == [doc["id"]]
         [cite] = answer["citations"]
         assert cite["n"] == 1 and "164 800" in cite["quote"]
+        assert answer["generation"]["unknown_citations"] == [7]
 
         # A follow-up is condensed with the history before retrieval.
         stub.state.reply = "Аванс — 30 % [1]."

@@ -135,6 +135,7 @@ async def search(body: SearchRequest, user: CurrentUser, rt: RuntimeDep):
         user_id=user,
         question=body.query,
         params=params,
+        limit=body.top_k,
     )
     results = []
     for hit in hits:

@@ -97,6 +97,14 @@ def _quote(source: dict, claim: set[str]) -> dict:
     }
 
 
+def unknown_citations(answer: str, sources: list[dict]) -> list[int]:
+    """Markers that point to no source ("[7]" with four sources): a model inventing a
+    reference. They are left out of `citations` and listed in the answer's `generation`."""
+    known = {s["n"] for s in sources}
+    found = (int(raw) for m in _CITE.finditer(answer) for raw in m.group(1).split(","))
+    return sorted({n for n in found if n not in known})
+
+
 def extract_citations(answer: str, sources: list[dict]) -> tuple[list[dict], list[str]]:
     """Citations for every valid [n] in the answer, and the documents they cite.
 

@@ -368,22 +368,40 @@ def reindex(data_dir: DataDir = None) -> None:
 
 @app.command("eval")
 def evaluate(
-    set_dir: Annotated[
-        Path, typer.Option("--set", help="Evaluation set folder (docs/ + questions.jsonl)")
+    set_dirs: Annotated[
+        list[Path],
+        typer.Option("--set", help="Evaluation set folder (docs/ + questions.jsonl); repeatable"),
     ],
     k: Annotated[int, typer.Option(help="Retrieval depth for hit@k")] = 5,
     prompts_dir: Annotated[
         Path | None,
         typer.Option(help="Also evaluate this prompts folder; prints both side by side"),
     ] = None,
+    cross_validation: Annotated[
+        bool, typer.Option("--cv/--no-cv", help="Cross-validate fusion and abstention")
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per question")] = False,
 ) -> None:
-    """Score retrieval, citations, answers, abstention and cross-user leakage."""
+    """Score retrieval, citations, answers, abstention and cross-user leakage, per kind of
+    question, beside the naive baselines (vector, BM25, RRF over 1000/200 chunks)."""
     _quiet_logs()
     import asyncio
 
-    from advocata_chat.evaluation import run, side_by_side
+    from advocata_chat.evaluation import (
+        EvalSetError,
+        by_kind_table,
+        load_sets,
+        print_results,
+        run,
+        side_by_side,
+        summarize,
+    )
 
+    try:
+        load_sets(set_dirs)  # refuse a wrong folder before the slow part starts
+    except EvalSetError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     settings = get_settings()
     alternative = None
     if prompts_dir is not None:
@@ -391,7 +409,17 @@ def evaluate(
         # the slow part starts.
         current = _check_prompts(settings.prompts_dir)
         alternative = _check_prompts(prompts_dir, {n: p.variables for n, p in current.items()})
-    figures = asyncio.run(run(set_dir, settings, k=k, verbose=verbose, alternative=alternative))
+    report = asyncio.run(
+        run(set_dirs, settings, k=k, alternative=alternative, cross_validation=cross_validation)
+    )
+    if verbose:
+        for label, results in report.results.items():
+            print_results(label, results)
+    figures = {label: summarize(results) for label, results in report.results.items()}
+    typer.echo(f"sets: {', '.join(str(d) for d in set_dirs)}; {len(report.questions)} questions")
+    typer.echo("\nBy kind (naive baselines: top 5 over RecursiveCharacterTextSplitter 1000/200):")
+    typer.echo(by_kind_table(report))
+    typer.echo("")
     if alternative is None:
         only = figures["current"]
         width = max(len(name) for name in only)
@@ -402,6 +430,10 @@ def evaluate(
         typer.echo(f"alternative: {prompts_dir}")
         typer.echo(side_by_side(figures))
         typer.echo("(* differs)")
+    for name, cv in report.cv.items():
+        typer.echo(f"\ncross-validated ({name}, 5 folds, held-out figures):")
+        for key, value in cv.items():
+            typer.echo(f"  {key}: {value}")
     if any(f["leakage"] for f in figures.values()):
         typer.echo("FAIL: an answer cited a document its asker does not own", err=True)
         raise typer.Exit(1)

@@ -50,13 +50,21 @@ class Settings(BaseSettings):
     rag_chunk_overlap: int = 200
     rag_embedding_dimensions: int | None = None  # None: known for OpenAI models, else probed
     rag_top_k: int = 5
+    # The embedder used without OPENAI_API_KEY/OPENAI_BASE_URL: "e5" (multilingual-e5-small,
+    # the better retriever on the dev sets) or "use" (Universal Sentence Encoder, ~10x faster).
+    offline_embedder: Literal["e5", "use"] = "e5"
     # Cosine floor for a chunk found only by vector search. None: the embedder's calibrated
     # default (the seed's 0.7 discards nearly every relevant chunk with either embedder).
     rag_min_similarity: float | None = None
     rag_max_context_tokens: int = 4000
     rag_candidates: int = 20  # per retriever, before fusion
+    # Ranked chunks offered to the context packer, which keeps what fits the token budget.
+    rag_context_chunks: int = 20
+    # The offline answerer abstains below this sentence score (chosen by cross-validation
+    # in `advocata-chat eval`; see docs/quality.md).
+    offline_abstain_threshold: float = 0.25
     rag_rrf_k: int = 60
-    rag_vector_weight: float = 1.0
+    rag_vector_weight: float = 2.0
     rag_text_weight: float = 1.0
 
     # History put into the prompt is bounded, so long chats don't grow the cost of a turn.

@@ -16,6 +16,7 @@ from functools import lru_cache
 import snowballstemmer
 
 from advocata_chat.citations import sentences
+from advocata_chat.retrieval import sub_questions
 
 ABSTAIN = (
     "В ваших документах нет ответа на этот вопрос: в найденных фрагментах нет сведений, "
@@ -132,39 +133,68 @@ def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     return out
 
 
-def choose(
+Similarity = Callable[[str, list[str]], list[float]]
+
+# How a sentence is scored: shared rare words, closeness in meaning (e5), and the rank of its
+# source (retrieval already ordered the sources). Picked among eight weightings on dev + dev2
+# by keyword recall with abstention off (docs/quality.md); the threshold is cross-validated.
+LEXICAL_WEIGHT = 0.3
+SEMANTIC_WEIGHT = 0.7
+RANK_BONUS = 0.15
+KIND_MATCH, KIND_MISS = 1.25, 0.85  # a sentence with / without the kind of answer asked for
+
+
+def sentence_similarity(embeddings) -> Similarity:
+    """(question, sentences) -> how close each sentence is, 0 for unrelated, up to 1.
+
+    Cosines are rescaled from the embedder's `similarity_floor`, the cosine of unrelated
+    Russian sentence pairs: about 0.8 for e5 (which compresses everything into 0.75-0.95)
+    and 0 for USE. Without that, every sentence looks related under e5 and nothing abstains.
+    """
+    floor = getattr(embeddings, "similarity_floor", 0.0)
+
+    def similarity(question: str, texts: list[str]) -> list[float]:
+        q = embeddings.embed_query(question)
+        vectors = embeddings.embed_documents(texts)
+        cos = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors]
+        return [max(c - floor, 0.0) / (1.0 - floor) for c in cos]
+
+    return similarity
+
+
+def _score(
     question: str,
     sources: list[tuple[int, str, str]],
-    *,
-    embed: Callable[[list[str]], list[list[float]]] | None = None,
-    threshold: float = 0.25,
-    max_sentences: int = 3,
-) -> list[Candidate]:
-    """The sentences that answer the question, best first; empty means abstain."""
+    embed: Similarity | None,
+) -> list[Candidate] | None:
+    """Candidate sentences, best first; None when the sources cannot settle the question."""
     cands = _candidates(sources)
     q_terms = set(terms(question))
     if not cands or not q_terms:
-        return []
+        return None
     kinds = answer_types(question)
     sent_terms = [set(terms(c.text)) for c in cands]
     n = len(cands)
     idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
-    # A question word found nowhere in the sources gets the weight of the rarest word.
     total = sum(idf.values())
+    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
     sims = [0.0] * n
     if embed is not None:
-        vectors = embed([question] + [c.text for c in cands])
-        q = vectors[0]
-        sims = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors[1:]]
+        # Embedding every sentence of a full context is slow with e5; the sentences that
+        # share words with the question, and those of the best-ranked sources, are enough.
+        top_sources = set(list(dict.fromkeys(c.n for c in cands))[:3])
+        lexical = sorted(range(n), key=lambda i: -overlaps[i])[:24]
+        pick = sorted(set(lexical) | {i for i, c in enumerate(cands) if c.n in top_sources})
+        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
+            sims[i] = sim
     rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
-    for c, st, sim in zip(cands, sent_terms, sims, strict=True):
-        overlap = sum(idf[t] for t in q_terms & st) / total
-        base = 0.6 * overlap + 0.4 * max(sim, 0.0)
+    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
+        base = LEXICAL_WEIGHT * overlap + SEMANTIC_WEIGHT * max(sim, 0.0)
         # The kind of answer asked for (an amount, a date, a name) sharpens a relevant
         # sentence; it must not make an irrelevant one look relevant, so it multiplies.
         if kinds:
-            base *= 1.25 if any(_PATTERNS[k].search(c.text) for k in kinds) else 0.85
-        c.score = base + 0.02 / (1 + rank_of[c.n])
+            base *= KIND_MATCH if any(_PATTERNS[k].search(c.text) for k in kinds) else KIND_MISS
+        c.score = base + RANK_BONUS / (1 + rank_of[c.n])
     ranked = sorted(cands, key=lambda c: -c.score)
     focus = _yes_no_focus(question)
     if focus and focus.lower() not in _STOP:
@@ -172,17 +202,53 @@ def choose(
         if _stem(focus) not in near:
             # "Did X agree ...?" and the relevant sentences never mention agreeing: an
             # extract cannot answer yes or no, so say the documents do not settle it.
-            return []
-    best = ranked[0]
-    if best.score < threshold:
+            return None
+    return ranked
+
+
+def best_score(
+    question: str,
+    sources: list[tuple[int, str, str]],
+    *,
+    embed: Similarity | None = None,
+) -> float | None:
+    """The score the abstention threshold is compared with (None: always abstain)."""
+    ranked = _score(question, sources, embed)
+    return ranked[0].score if ranked else None
+
+
+def choose(
+    question: str,
+    sources: list[tuple[int, str, str]],
+    *,
+    embed: Similarity | None = None,
+    threshold: float = 0.25,
+    max_sentences: int = 3,
+) -> list[Candidate]:
+    """The sentences that answer the question, best first; empty means abstain.
+
+    Further sentences join the best one only when they score close to it and come from the
+    same source, or when the question has several parts, each of which may need its own
+    document: quoting a second document otherwise mixes unrelated text into the answer.
+    """
+    ranked = _score(question, sources, embed)
+    if not ranked or ranked[0].score < threshold:
         return []
+    best = ranked[0]
     chosen = [best]
+    parts = sub_questions(question)
+    if parts:
+        for part in parts:
+            part_ranked = _score(part, sources, embed) or []
+            for c in part_ranked[:1]:
+                if c.score >= threshold and c.text not in {x.text for x in chosen}:
+                    chosen.append(c)
     for c in ranked[1:]:
-        if len(chosen) >= max_sentences or c.score < 0.6 * best.score:
+        if len(chosen) >= max_sentences or c.score < 0.75 * best.score:
             break
-        if c.text not in {x.text for x in chosen}:
+        if c.n == best.n and c.text not in {x.text for x in chosen}:
             chosen.append(c)
-    return chosen
+    return chosen[:max_sentences]
 
 
 def compose(chosen: list[Candidate]) -> str:

@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from advocata_chat.config import Settings
-from advocata_chat.offline import OfflineChatModel, OfflineEmbeddings
+from advocata_chat.offline import E5Embeddings, OfflineChatModel, USEEmbeddings
 from advocata_chat.tokens import count_message_tokens, count_tokens
 
 
@@ -53,13 +53,15 @@ KNOWN_DIMENSIONS = {
 }
 # Cosine floors measured on the Russian dev set: relevant chunks score far below the
 # seed's 0.7 with both embedders.
-DEFAULT_MIN_SIMILARITY = {OfflineEmbeddings.model_name: 0.1}
+OFFLINE_EMBEDDERS = {"e5": E5Embeddings, "use": USEEmbeddings}
+DEFAULT_MIN_SIMILARITY = {USEEmbeddings.model_name: 0.1, E5Embeddings.model_name: 0.0}
 
 
 def build_embeddings(settings: Settings) -> tuple[Embeddings, str, int]:
     """The embedder, its model name and its dimension."""
     if not settings.uses_openai:
-        return OfflineEmbeddings(), OfflineEmbeddings.model_name, OfflineEmbeddings.dimensions
+        cls = OFFLINE_EMBEDDERS[settings.offline_embedder]
+        return cls(), cls.model_name, cls.dimensions
     from langchain_openai import OpenAIEmbeddings
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"

@@ -28,6 +28,9 @@ from advocata_chat.store import Hit, text_search, vector_search
 class SearchParams:
     top_k: int = 5
     candidates: int = 20
+    # How many ranked chunks the retriever hands to the context packer, which keeps those
+    # that fit RAG_MAX_CONTEXT_TOKENS in rank order (a fixed top 5 left most of it unused).
+    context_k: int = 20
     min_similarity: float = 0.1
     rrf_k: int = 60
     vector_weight: float = 1.0
@@ -69,22 +72,61 @@ def fuse(ranked_lists: list[tuple[list[Hit], float]], *, rrf_k: int) -> list[Hit
 def diversify(hits: list[Hit], k: int, keep: list[str] = ()) -> list[Hit]:
     """Top k, with the chunks in `keep`, and the best chunk of another document when one
     ranks just below the cut: a question that needs two documents otherwise gets k chunks
-    of the first.
+    of the first. One swap at most: more pushed the right chunk of a one-document question
+    out of the top k (docs/quality.md: lookups 0.84 -> 0.68 with every swap, 0.74 with one).
     """
     kept = [h for h in hits if h.chunk_id in keep][:k]
     top = kept + [h for h in hits if h.chunk_id not in keep][: k - len(kept)]
     docs = {h.document_id for h in top}
-    for h in hits[k : 2 * k]:
-        if h.document_id not in docs and len(top) == k:
+    newcomer = next((h for h in hits[k : 2 * k] if h.document_id not in docs), None)
+    if newcomer is not None and len(top) == k:
+        counts = {d: sum(1 for t in top if t.document_id == d) for d in docs}
+        crowded = max(counts, key=counts.get)
+        if counts[crowded] >= 2:
             # Replace the weakest chunk of the most represented document.
-            counts = {d: sum(1 for t in top if t.document_id == d) for d in docs}
-            crowded = max(counts, key=counts.get)
-            if counts[crowded] < 2:
-                break
             victim = max(i for i, t in enumerate(top) if t.document_id == crowded)
-            top[victim] = h
-            docs.add(h.document_id)
+            top[victim] = newcomer
     return sorted(top, key=lambda h: -h.score)
+
+
+Lists = list[tuple[str, list[Hit]]]  # ("vector" | "text", ranked hits), per query
+
+
+async def candidate_lists(
+    *,
+    engine: AsyncEngine,
+    store: PGVectorStore,
+    embeddings: Embeddings,
+    user_id: uuid.UUID,
+    question: str,
+    params: SearchParams,
+) -> Lists:
+    """Each retriever's ranked candidates, for the question and each part of it."""
+    queries = [question, *sub_questions(question)]
+    # Queries are embedded as queries: e5 was trained with distinct query/passage prefixes.
+    vectors = await asyncio.gather(*(embeddings.aembed_query(q) for q in queries))
+
+    async def one(query: str, vector: list[float]) -> Lists:
+        by_vector, by_text = await asyncio.gather(
+            vector_search(store, user_id=user_id, vector=vector, k=params.candidates),
+            text_search(engine, user_id=user_id, question=query, k=params.candidates),
+        )
+        by_vector = [h for h in by_vector if (h.similarity or 0) >= params.min_similarity]
+        return [("vector", by_vector), ("text", by_text)]
+
+    lists: Lists = []
+    for result in await asyncio.gather(*(one(q, v) for q, v in zip(queries, vectors, strict=True))):
+        lists += result
+    return lists
+
+
+def rank_hits(lists: Lists, params: SearchParams) -> list[Hit]:
+    """Every candidate, best first: weighted RRF, then the diversity step for the top k."""
+    weight = {"vector": params.vector_weight, "text": params.text_weight}
+    fused = fuse([(hits, weight[kind]) for kind, hits in lists], rrf_k=params.rrf_k)
+    top = diversify(fused, params.top_k)
+    chosen = {h.chunk_id for h in top}
+    return top + [h for h in fused if h.chunk_id not in chosen]
 
 
 async def hybrid_search(
@@ -95,22 +137,20 @@ async def hybrid_search(
     user_id: uuid.UUID,
     question: str,
     params: SearchParams,
+    limit: int | None = None,
 ) -> list[Hit]:
-    queries = [question, *sub_questions(question)]
-    vectors = await embeddings.aembed_documents(queries)
-
-    async def one(query: str, vector: list[float]) -> list[tuple[list[Hit], float]]:
-        by_vector, by_text = await asyncio.gather(
-            vector_search(store, user_id=user_id, vector=vector, k=params.candidates),
-            text_search(engine, user_id=user_id, question=query, k=params.candidates),
-        )
-        by_vector = [h for h in by_vector if (h.similarity or 0) >= params.min_similarity]
-        return [(by_vector, params.vector_weight), (by_text, params.text_weight)]
-
-    lists: list[tuple[list[Hit], float]] = []
-    for result in await asyncio.gather(*(one(q, v) for q, v in zip(queries, vectors, strict=True))):
-        lists += result
-    return diversify(fuse(lists, rrf_k=params.rrf_k), params.top_k)
+    """The user's best chunks, ranked: the first `top_k` are the search results; the
+    context packer fills its token budget from the first `limit` (default: all fused)."""
+    lists = await candidate_lists(
+        engine=engine,
+        store=store,
+        embeddings=embeddings,
+        user_id=user_id,
+        question=question,
+        params=params,
+    )
+    ranked = rank_hits(lists, params)
+    return ranked if limit is None else ranked[:limit]
 
 
 def hit_to_document(hit: Hit) -> Document:
@@ -157,5 +197,6 @@ class UserRetriever(BaseRetriever):
             user_id=self.user_id,
             question=query,
             params=self.params,
+            limit=self.params.context_k,
         )
         return [hit_to_document(h) for h in hits]

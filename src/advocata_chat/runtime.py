@@ -99,6 +99,7 @@ async def start_runtime(
         llm = build_chat_model(settings)
         if isinstance(llm, OfflineChatModel):
             llm.embeddings = embedder
+            llm.threshold = settings.offline_abstain_threshold
     s = settings
     return Runtime(
         settings=settings,
@@ -114,6 +115,7 @@ async def start_runtime(
         search=SearchParams(
             top_k=s.rag_top_k,
             candidates=s.rag_candidates,
+            context_k=s.rag_context_chunks,
             min_similarity=min_similarity(s, model),
             rrf_k=s.rag_rrf_k,
             vector_weight=s.rag_vector_weight,

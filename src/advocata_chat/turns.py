@@ -11,7 +11,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from sqlalchemy import update
 
 from advocata_chat import limits
-from advocata_chat.citations import extract_citations
+from advocata_chat.citations import extract_citations, unknown_citations
 from advocata_chat.documents import has_ready_documents
 from advocata_chat.errors import (
     DatabaseUnavailable,
@@ -59,6 +59,8 @@ async def _store_answer(
     reservation: limits.Reservation | None = None,
 ) -> Message:
     citations, referenced = extract_citations(text, sources)
+    if unknown := unknown_citations(text, sources):
+        generation = {**generation, "unknown_citations": unknown}
     completion = tracker.completion_tokens
     if status != MessageStatus.complete and tracker.estimate:
         completion = count_tokens(text)  # the provider never reported usage for a broken run
