@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from sqlalchemy import text
 
 from advocata_chat.app import create_app
-from advocata_chat.offline import OfflineEmbeddings
+from advocata_chat.llm import build_embeddings
 from tests import bombs
 from tests.test_documents import CONTRACT, FONT, pdf_bytes, search, upload
 
@@ -287,14 +287,9 @@ async def test_a_failed_document_shows_a_reason_and_no_log_holds_its_text(
     h = auth(alice)
     secret = "Паспорт 36 09 512877, выдан ОВД Тверского района.\n"
     data = (secret + CONTRACT).encode()
-    app = create_app(
-        make_settings(),
-        embeddings=(
-            WrongSizeEmbeddings(),
-            OfflineEmbeddings.model_name,
-            OfflineEmbeddings.dimensions,
-        ),
-    )
+    # The configured embedder's name and size, so the store opens; its vectors are wrong.
+    _, name, dims = build_embeddings(make_settings())
+    app = create_app(make_settings(), embeddings=(WrongSizeEmbeddings(), name, dims))
     with caplog.at_level(logging.DEBUG):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

@@ -222,6 +222,9 @@ def serve(
         port=port,
         workers=workers,
         log_config=None,  # logs.configure above: JSON lines with request ids
+        # uvicorn would read a frame of up to 16 MB into memory before our own check sees it;
+        # a little over MAX_WS_FRAME_BYTES still lets that check answer with an error frame.
+        ws_max_size=settings.max_ws_frame_bytes * 2,
     )
 
 
