@@ -195,7 +195,7 @@ async def test_the_playground_page_and_its_files_are_served(client):
 
 
 async def test_eval_compares_two_prompt_folders_on_the_same_chunks(settings, prompts, tmp_path):
-    from advocata_chat.evaluation import run, side_by_side
+    from advocata_chat.evaluation import run, side_by_side, summarize
 
     eval_set = tmp_path / "set"
     (eval_set / "docs").mkdir(parents=True)
@@ -211,9 +211,11 @@ async def test_eval_compares_two_prompt_folders_on_the_same_chunks(settings, pro
     current = PromptSet(settings.prompts_dir)
     edit(prompts / "answer.yaml", (prompts / "answer.yaml").read_text() + "\n# changed\n")
     alternative = PromptSet(prompts, expected={n: p.variables for n, p in current.items()})
-    figures = await run(eval_set, settings, alternative=alternative)
+    report = await run([eval_set], settings, alternative=alternative, cross_validation=False)
+    figures = {label: summarize(results) for label, results in report.results.items()}
     assert set(figures) == {"current", "alternative"}
-    assert figures["current"]["doc_hit@k"] == figures["alternative"]["doc_hit@k"] == 1.0
+    assert figures["current"]["snippet_hit@k"] == figures["alternative"]["snippet_hit@k"] == 1.0
+    assert report.baselines["bm25"] == {"set:q1": True}  # the naive baseline ran beside it
     table = side_by_side(figures)
     assert table.splitlines()[0].split() == ["metric", "current", "alternative"]
     assert "keyword_recall" in table
