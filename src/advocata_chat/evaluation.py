@@ -425,7 +425,7 @@ def abstention_cv(results: list[QuestionResult], questions: list[Question], embe
     for r in results:
         sources = [(s["n"], s.get("title", ""), s["content"]) for s in r.sources]
         scores[r.id] = best_score(by_id[r.id].question, sources, embed=embed)
-    grid = [round(0.2 + 0.025 * i, 3) for i in range(17)]
+    grid = [round(0.1 + 0.025 * i, 3) for i in range(17)]
     n_no = max(1, sum(not by_id[i].answerable for i in scores))
     n_yes = max(1, len(scores) - n_no)
 

@@ -120,7 +120,8 @@ def _yes_no_focus(question: str) -> str | None:
 class Candidate:
     n: int
     text: str
-    score: float = 0.0
+    score: float = 0.0  # evidence plus the rank of its source: orders the candidates
+    evidence: float = 0.0  # words and meaning shared with the question: decides abstention
 
 
 def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
@@ -128,7 +129,8 @@ def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     for n, _title, body in sources:
         for s, e in sentences(body):
             piece = body[s:e]
-            if len(piece.split()) >= 2:
+            # A heading ("ПРЕДМЕТ ДОГОВОРА") names a topic and answers nothing.
+            if len(piece.split()) >= 2 and any(ch.islower() for ch in piece):
                 out.append(Candidate(n, piece if len(piece) <= 400 else piece[:399] + "…"))
     return out
 
@@ -194,6 +196,7 @@ def _score(
         # sentence; it must not make an irrelevant one look relevant, so it multiplies.
         if kinds:
             base *= KIND_MATCH if any(_PATTERNS[k].search(c.text) for k in kinds) else KIND_MISS
+        c.evidence = base
         c.score = base + RANK_BONUS / (1 + rank_of[c.n])
     ranked = sorted(cands, key=lambda c: -c.score)
     focus = _yes_no_focus(question)
@@ -214,7 +217,7 @@ def best_score(
 ) -> float | None:
     """The score the abstention threshold is compared with (None: always abstain)."""
     ranked = _score(question, sources, embed)
-    return ranked[0].score if ranked else None
+    return max(c.evidence for c in ranked) if ranked else None
 
 
 def choose(
@@ -232,7 +235,9 @@ def choose(
     document: quoting a second document otherwise mixes unrelated text into the answer.
     """
     ranked = _score(question, sources, embed)
-    if not ranked or ranked[0].score < threshold:
+    # The rank of a source says which is likeliest, not whether any answers: abstention
+    # looks at the evidence alone.
+    if not ranked or max(c.evidence for c in ranked) < threshold:
         return []
     best = ranked[0]
     chosen = [best]
@@ -241,7 +246,7 @@ def choose(
         for part in parts:
             part_ranked = _score(part, sources, embed) or []
             for c in part_ranked[:1]:
-                if c.score >= threshold and c.text not in {x.text for x in chosen}:
+                if c.evidence >= threshold and c.text not in {x.text for x in chosen}:
                     chosen.append(c)
     for c in ranked[1:]:
         if len(chosen) >= max_sentences or c.score < 0.75 * best.score:
