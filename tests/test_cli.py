@@ -251,3 +251,24 @@ def test_ingest_refuses_one_title_for_several_files(tmp_path):
         + [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")],
     )
     assert result.exit_code == 2 and "exactly one file" in result.output
+
+
+# -- eval ------------------------------------------------------------------------------
+
+
+def test_eval_refuses_a_folder_that_is_not_a_set_in_one_line(tmp_path):
+    (tmp_path / "docs").mkdir()  # but no questions.jsonl
+    run = cli("eval", "--set", str(tmp_path), cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("error: ") and str(tmp_path) in line and "questions.jsonl" in line
+
+
+def test_eval_with_a_broken_env_value_is_one_line(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "questions.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / ".env").write_text("RAG_TOP_K=many\n", encoding="utf-8")
+    run = cli("eval", "--set", str(tmp_path), cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("error: RAG_TOP_K")

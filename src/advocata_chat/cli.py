@@ -383,6 +383,7 @@ def evaluate(
     cross_validation: Annotated[
         bool, typer.Option("--cv/--no-cv", help="Cross-validate fusion and abstention")
     ] = True,
+    data_dir: DataDir = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per question")] = False,
 ) -> None:
     """Score retrieval, citations, answers, abstention and cross-user leakage, per kind of
@@ -405,16 +406,17 @@ def evaluate(
     except EvalSetError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    settings = get_settings()
+    settings = _settings(data_dir)
     alternative = None
     if prompts_dir is not None:
         # Both folders must load, and the alternative must fill the same variables, before
         # the slow part starts.
         current = _check_prompts(settings.prompts_dir)
         alternative = _check_prompts(prompts_dir, {n: p.variables for n, p in current.items()})
-    report = asyncio.run(
-        run(set_dirs, settings, k=k, alternative=alternative, cross_validation=cross_validation)
-    )
+    with _actionable(settings):
+        report = asyncio.run(
+            run(set_dirs, settings, k=k, alternative=alternative, cross_validation=cross_validation)
+        )
     if verbose:
         for label, results in report.results.items():
             print_results(label, results)
