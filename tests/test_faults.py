@@ -128,7 +128,7 @@ async def test_slow_provider_still_answers_in_full(provider, stub, auth, alice):
 
 async def test_total_timeout_keeps_the_partial_answer(provider, stub, auth, alice):
     stub.state.mode = "slow"  # 20 ms a word
-    stub.state.reply = " ".join(["слово"] * 200)
+    stub.state.reply = " ".join(["слово"] * 600)  # 12 s of stream against a 1 s deadline
     async with provider(openai_total_timeout_seconds=1) as client:
         r, conv = await ask(client, auth(alice))
     assert r.status_code == 504 and r.json()["code"] == "model_timeout"
