@@ -311,3 +311,12 @@ async def test_a_damaged_image_is_unreadable(client, auth, alice):
     await refused(
         client, auth(alice), alice, "cut.png", png[:60], status=422, code="unreadable_file"
     )
+
+
+@needs_ocr
+async def test_a_blank_scan_is_refused_as_empty_not_stored_empty(client, auth, alice):
+    blank = encoded(Image.new("L", (800, 600), 255), "PNG")
+    body = await refused(
+        client, auth(alice), alice, "blank.png", blank, status=422, code="empty_document"
+    )
+    assert "recognised" in body["error"]
