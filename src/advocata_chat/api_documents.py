@@ -14,6 +14,7 @@ from advocata_chat.documents import DocumentNotFound
 from advocata_chat.errors import InvalidInput, PayloadTooLarge, error_responses
 from advocata_chat.extract import EmptyDocument, UnreadableFile, UnsupportedFile
 from advocata_chat.limits import RateLimited
+from advocata_chat.ocr import OcrUnavailable
 from advocata_chat.retrieval import hit_to_document, hybrid_search
 from advocata_chat.schemas import (
     DocumentOut,
@@ -25,7 +26,14 @@ from advocata_chat.schemas import (
 
 router = APIRouter(prefix="/api/v1")
 DOCUMENT = (DocumentNotFound, InvalidInput)  # a document id in the path
-UPLOAD = (PayloadTooLarge, UnsupportedFile, InvalidInput, UnreadableFile, EmptyDocument)
+UPLOAD = (
+    PayloadTooLarge,
+    UnsupportedFile,
+    InvalidInput,
+    UnreadableFile,
+    EmptyDocument,
+    OcrUnavailable,
+)
 
 
 @router.post(
@@ -38,7 +46,9 @@ UPLOAD = (PayloadTooLarge, UnsupportedFile, InvalidInput, UnreadableFile, EmptyD
         **error_responses(*AUTH, *DB, *UPLOAD, RateLimited),
     },
     summary="Upload a document",
-    description="Upload a .pdf, .docx, .txt, .md or .html file (multipart field `file`). "
+    description="Upload a .pdf, .docx, .txt, .md or .html file, or a photo or scan "
+    "(.png, .jpg, .jpeg, .tif, .tiff, .heic) (multipart field `file`). Images and PDF pages "
+    "without a text layer are read by OCR (Russian and English; `ocr_confidence`). "
     "Text is extracted at once (a broken or empty file is refused here, and nothing is "
     "stored); indexing continues in the background with status `processing`, or before the "
     "response with `?wait=true`. The same bytes uploaded again return the existing document "

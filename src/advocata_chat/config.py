@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     extract_timeout_seconds: float = 30.0  # extraction runs in a child process, killed after this
     extract_memory_bytes: int = 1_000_000_000  # that child's address-space limit (RLIMIT_AS)
     extract_concurrency: int = 2  # extraction child processes at a time, per server process
+    # OCR of images and scanned PDF pages (Debian: tesseract-ocr, tesseract-ocr-rus).
+    tesseract_cmd: str = "tesseract"  # the binary, a name on PATH or a path
+    ocr_languages: str = "rus+eng"  # Tesseract's language codes, "+"-separated
+    ocr_timeout_seconds: float = 120.0  # once OCR starts, the extraction's time left
+    max_ocr_pages: int = 20  # scanned pages (or image frames) OCR-ed per document
+    max_image_pixels: int = 40_000_000  # per image, and per PDF page's images together
     max_message_chars: int = 8000
     max_title_chars: int = 200
     max_instructions_chars: int = 2000

@@ -32,6 +32,12 @@ MEDIA_TYPES = {
     ".md": "text/markdown",
     ".html": "text/html",
     ".htm": "text/html",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".heic": "image/heic",
 }
 EMBED_BATCH = 64
 
@@ -97,6 +103,7 @@ async def upload(
         status=DocumentStatus.processing,
         chunk_count=0,
         page_count=len(extracted.pages) or None,
+        ocr_confidence=extracted.ocr_confidence,
         text=extracted.text,
         pages=[list(p) for p in extracted.pages],
         created_at=now,

@@ -150,6 +150,7 @@ DOCUMENT = {
     "error": None,
     "chunk_count": 3,
     "page_count": 2,
+    "ocr_confidence": None,
     "created_at": "2024-11-14T15:58:00Z",
     "updated_at": "2024-11-14T15:58:04Z",
 }

@@ -1,4 +1,5 @@
-"""Text extraction from uploaded files: PDF (pypdf), DOCX (python-docx), HTML, TXT, MD.
+"""Text extraction from uploaded files: PDF (pypdf), DOCX (python-docx), HTML, TXT, MD, and
+OCR of images and of PDF pages without a text layer (`ocr.py`).
 
 Every page's character range in the extracted text is kept, so a chunk knows its page.
 The content must match the extension (a PDF or a program named `.txt` is refused), and what
@@ -11,22 +12,33 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from advocata_chat.errors import AppError, InvalidInput, PayloadTooLarge
+from advocata_chat.ocr import Reader, open_frames, pdf_page_images
 
-SUPPORTED = {".pdf", ".docx", ".txt", ".md", ".html", ".htm"}
+# Images, by extension, and the content each must have (as `_kind` names it).
+IMAGES = {
+    ".png": "a PNG image",
+    ".jpg": "a JPEG image",
+    ".jpeg": "a JPEG image",
+    ".tif": "a TIFF image",
+    ".tiff": "a TIFF image",
+    ".heic": "a HEIC image",
+}
+SUPPORTED = {".pdf", ".docx", ".txt", ".md", ".html", ".htm", *IMAGES}
 # Smaller DOCX parts may inflate any amount: they cannot amount to much.
 RATIO_FLOOR_BYTES = 100_000
 
 
 class UnsupportedFile(AppError):
-    """The file is not .pdf, .docx, .txt, .md or .html."""
+    """The file is not .pdf, .docx, .txt, .md, .html or an image (.png, .jpg, .tiff, .heic)."""
 
     status_code = 415
     code = "unsupported_file"
-    example = "Unsupported file type '.xlsx'. Supported: .docx, .htm, .html, .md, .pdf, .txt"
+    example = "Unsupported file type '.xlsx'. Supported: .docx, .heic, .htm, .html, .jpeg, …"
 
 
 class UnreadableFile(InvalidInput):
@@ -56,6 +68,10 @@ class Limits:
     max_pdf_stream_bytes: int = 30_000_000
     max_docx_uncompressed_bytes: int = 100_000_000
     max_zip_ratio: float = 100.0
+    tesseract_cmd: str = "tesseract"
+    ocr_languages: str = "rus+eng"
+    max_ocr_pages: int = 20
+    max_image_pixels: int = 40_000_000
 
     @classmethod
     def from_settings(cls, settings) -> Limits:
@@ -65,6 +81,10 @@ class Limits:
             max_pdf_stream_bytes=settings.max_pdf_stream_bytes,
             max_docx_uncompressed_bytes=settings.max_docx_uncompressed_bytes,
             max_zip_ratio=settings.max_zip_ratio,
+            tesseract_cmd=settings.tesseract_cmd,
+            ocr_languages=settings.ocr_languages,
+            max_ocr_pages=settings.max_ocr_pages,
+            max_image_pixels=settings.max_image_pixels,
         )
 
 
@@ -82,6 +102,8 @@ class Extracted:
     text: str
     # (start, end) character range of each page in `text`; empty for formats without pages.
     pages: list[tuple[int, int]] = field(default_factory=list)
+    # Mean word confidence (0..1) of the OCR-ed pages; None when nothing needed OCR.
+    ocr_confidence: float | None = None
 
 
 # Leading bytes of formats people upload by mistake, named in the refusal.
@@ -92,7 +114,7 @@ MAGIC = (
     (b"{\\rtf", "an RTF document"),
     (b"MZ", "a Windows program"),
     (b"\x7fELF", "a program"),
-    (b"\x89PNG", "a PNG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
     (b"II*\x00", "a TIFF image"),
@@ -105,9 +127,15 @@ MAGIC = (
 _BINARY = re.compile(r"[\x00-\x06\x0e-\x1a\x1c-\x1f\x7f]")
 
 
+# HEIF's ISO box: a size, then "ftyp" and a brand saying what the file holds.
+HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
 def _kind(data: bytes) -> str | None:
     if b"%PDF-" in data[:1024]:  # readers accept the header anywhere in the first 1 KB
         return "a PDF document"
+    if data[4:8] == b"ftyp" and data[8:12] in HEIC_BRANDS:
+        return "a HEIC image"
     return next((name for magic, name in MAGIC if data.startswith(magic)), None)
 
 
@@ -169,7 +197,7 @@ _PYPDF_OUTPUT_LIMITS = (
 )
 
 
-def _pdf(data: bytes, limits: Limits) -> Extracted:
+def _pdf(data: bytes, limits: Limits, reader_: Reader) -> Extracted:
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError, PyPdfError
 
@@ -205,6 +233,9 @@ def _pdf(data: bytes, limits: Limits) -> Extracted:
             offset = 0
             for page in reader.pages:
                 chunk = _tidy(page.extract_text() or "")
+                if not chunk and (images := pdf_page_images(page, limits)):
+                    # A scanned page: its text is what OCR reads in its pictures.
+                    chunk = _tidy(reader_.read(images))
                 if parts:
                     offset += 2  # the "\n\n" joining pages
                 pages.append((offset, offset + len(chunk)))
@@ -228,7 +259,30 @@ def _pdf(data: bytes, limits: Limits) -> Extracted:
         raise DocumentTooLarge("The PDF's structure is too large or too deep to process") from None
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
         raise UnreadableFile("The PDF could not be read: the file is damaged") from e
-    return Extracted("\n\n".join(parts), pages)
+    return Extracted("\n\n".join(parts), pages, reader_.confidence)
+
+
+def _image(suffix: str, data: bytes, limits: Limits, reader: Reader) -> Extracted:
+    """A photo or scan: every frame (a TIFF may hold several) is a page, read by OCR."""
+    if _kind(data) != IMAGES[suffix]:
+        raise _not_a(IMAGES[suffix], data)
+    parts: list[str] = []
+    pages: list[tuple[int, int]] = []
+    offset = 0
+    for frame in open_frames(data, limits):
+        chunk = _tidy(reader.read([frame]))
+        if parts:
+            offset += 2
+        pages.append((offset, offset + len(chunk)))
+        parts.append(chunk)
+        offset += len(chunk)
+        if offset > limits.max_chars:
+            raise too_large(
+                f"more than {limits.max_chars:,} characters of text",
+                "MAX_DOCUMENT_CHARS",
+                limits.max_chars,
+            )
+    return Extracted("\n\n".join(parts), pages, reader.confidence)
 
 
 def _docx(data: bytes, limits: Limits) -> Extracted:
@@ -294,7 +348,14 @@ def suffix_of(filename: str) -> str:
     return PurePath(filename).suffix.lower()
 
 
-def extract(filename: str, data: bytes, limits: Limits | None = None) -> Extracted:
+def extract(
+    filename: str,
+    data: bytes,
+    limits: Limits | None = None,
+    *,
+    on_ocr: Callable[[], None] | None = None,
+) -> Extracted:
+    """The file's text; `on_ocr` is called once if OCR starts (it is much slower)."""
     limits = limits or Limits()
     suffix = suffix_of(filename)
     if suffix not in SUPPORTED:
@@ -305,7 +366,9 @@ def extract(filename: str, data: bytes, limits: Limits | None = None) -> Extract
     if not data:
         raise EmptyDocument("The file is empty")
     if suffix == ".pdf":
-        result = _pdf(data, limits)
+        result = _pdf(data, limits, Reader(limits, on_ocr))
+    elif suffix in IMAGES:
+        result = _image(suffix, data, limits, Reader(limits, on_ocr))
     elif suffix == ".docx":
         result = _docx(data, limits)
     elif suffix in (".html", ".htm"):
@@ -313,7 +376,7 @@ def extract(filename: str, data: bytes, limits: Limits | None = None) -> Extract
     else:
         result = Extracted(_tidy(_text(data, limits)))
     if not result.text.strip():
-        raise EmptyDocument(
-            "No text could be extracted from the file (a scanned PDF needs OCR first)"
-        )
+        if result.ocr_confidence is not None:
+            raise EmptyDocument("No text was recognised in the scanned file")
+        raise EmptyDocument("No text could be extracted from the file")
     return result

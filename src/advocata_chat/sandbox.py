@@ -39,28 +39,44 @@ from advocata_chat.extract import (
     UnsupportedFile,
     extract,
 )
+from advocata_chat.ocr import OcrUnavailable
 
 log = logging.getLogger(__name__)
-PARSERS = ["advocata_chat.extract", "pypdf", "docx", "bs4"]
+PARSERS = ["advocata_chat.extract", "pypdf", "docx", "bs4", "PIL.Image", "pytesseract"]
 REFUSALS = {
-    cls.code: cls for cls in (UnsupportedFile, UnreadableFile, EmptyDocument, DocumentTooLarge)
+    cls.code: cls
+    for cls in (UnsupportedFile, UnreadableFile, EmptyDocument, DocumentTooLarge, OcrUnavailable)
 }
 GRACE_SECONDS = 10  # the worker enforces the time limit; the API process waits this longer
+# Sent by the child, before its answer, when OCR starts: from then on the job has
+# OCR_TIMEOUT_SECONDS to finish. JSON never starts with this byte.
+OCR_STARTED = b"\x01"
 
 
 class ExtractionTimeout(InvalidInput):
     code = "extraction_timeout"
 
 
-def _answer(filename: str, data: bytes, limits: Limits, memory: int, seconds: float) -> bytes:
-    """In the forked child: extract under limits, answer in JSON."""
+def _answer(out, job: tuple) -> bytes:
+    """In the forked child: extract under limits, answer in JSON. The limits are inherited
+    by the `tesseract` processes OCR starts (each has its own CPU allowance)."""
+    filename, data, limits, memory, seconds, ocr_seconds = job
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = math.ceil(seconds) + 2  # the worker kills on wall time; this catches the rest
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    ocr_cpu = math.ceil(seconds + ocr_seconds) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, ocr_cpu + 1))
+
+    def ocr_started() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (ocr_cpu, ocr_cpu + 1))
+        out.write(OCR_STARTED)
+        out.flush()
+
     try:
-        got = extract(filename, data, limits)
-        answer: dict = {"ok": {"text": got.text, "pages": got.pages}}
+        got = extract(filename, data, limits, on_ocr=ocr_started)
+        answer: dict = {
+            "ok": {"text": got.text, "pages": got.pages, "ocr_confidence": got.ocr_confidence}
+        }
     except AppError as exc:
         answer = {"refused": exc.code, "message": exc.message, "detail": exc.detail}
     except MemoryError:
@@ -75,31 +91,39 @@ def _answer(filename: str, data: bytes, limits: Limits, memory: int, seconds: fl
 
 def _fork_one(job: tuple) -> bytes:
     """In the worker: run one job in a fresh child; its answer, or a timeout."""
-    seconds = job[-1]
+    seconds, ocr_seconds = job[-2:]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         status = 1
         try:
+            # Its own process group, so that a kill takes the tesseract processes with it.
+            os.setpgid(0, 0)
             with os.fdopen(write_fd, "wb") as out:
-                out.write(_answer(*job))
+                out.write(_answer(out, job))
             status = 0
         finally:
             os._exit(status)  # no clean-up handlers: they belong to the worker
     os.close(write_fd)
-    answer, deadline = bytearray(), time.monotonic() + seconds
+    with contextlib.suppress(OSError):  # also here: the kill may come before the child's
+        os.setpgid(pid, pid)
+    answer, deadline, ocr = bytearray(), time.monotonic() + seconds, False
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([pipe], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return b'{"timeout": true}'
+                return json.dumps({"timeout": True, "ocr": ocr}).encode()
             block = pipe.read(1 << 20)
             if not block:
                 break
             answer += block
+            if not ocr and answer.startswith(OCR_STARTED):
+                del answer[:1]
+                ocr, deadline = True, time.monotonic() + ocr_seconds
     _, status = os.waitpid(pid, 0)
     return bytes(answer) or json.dumps({"died": status}).encode()
 
@@ -192,6 +216,7 @@ class Extractor:
     def __init__(self, settings) -> None:
         self.limits = Limits.from_settings(settings)
         self.timeout = settings.extract_timeout_seconds
+        self.ocr_timeout = settings.ocr_timeout_seconds
         self.memory = settings.extract_memory_bytes
         self._workers = [_Worker() for _ in range(max(1, settings.extract_concurrency))]
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
@@ -200,20 +225,26 @@ class Extractor:
 
     async def extract(self, filename: str, data: bytes) -> Extracted:
         worker = await self._idle.get()
-        job = (filename, data, self.limits, self.memory, self.timeout)
-        task = asyncio.ensure_future(
-            asyncio.to_thread(worker.run, job, self.timeout + GRACE_SECONDS)
-        )
+        job = (filename, data, self.limits, self.memory, self.timeout, self.ocr_timeout)
+        wait = self.timeout + self.ocr_timeout + GRACE_SECONDS
+        task = asyncio.ensure_future(asyncio.to_thread(worker.run, job, wait))
         # The worker is free again when its job is done, even if this request is cancelled.
         task.add_done_callback(lambda _: self._idle.put_nowait(worker))
         return self._result(await asyncio.shield(task))
 
     def _result(self, answer: dict) -> Extracted:
         if "ok" in answer:
-            return Extracted(answer["ok"]["text"], [tuple(p) for p in answer["ok"]["pages"]])
+            ok = answer["ok"]
+            return Extracted(ok["text"], [tuple(p) for p in ok["pages"]], ok["ocr_confidence"])
         if "refused" in answer:
             cls = REFUSALS.get(answer["refused"], UnreadableFile)
             raise cls(answer["message"], detail=answer["detail"])
+        if "timeout" in answer and answer.get("ocr"):
+            raise ExtractionTimeout(
+                f"Recognising the scanned file took longer than {self.ocr_timeout:g} s and was "
+                "stopped; upload fewer pages at a time (OCR_TIMEOUT_SECONDS)",
+                detail={"limit": "OCR_TIMEOUT_SECONDS", "max": self.ocr_timeout},
+            )
         if "timeout" in answer:
             raise ExtractionTimeout(
                 f"Reading the file took longer than {self.timeout:g} s and was stopped; the "

@@ -213,7 +213,15 @@ class DocumentOut(BaseModel):
     status: str = Field(description="processing, ready or failed")
     error: str | None = Field(None, description="Why indexing failed")
     chunk_count: int = Field(description="Indexed chunks")
-    page_count: int | None = Field(description="Pages of a PDF; null for other formats")
+    page_count: int | None = Field(
+        description="Pages of a PDF, frames of an image (a photo is one page); null for other "
+        "formats"
+    )
+    ocr_confidence: float | None = Field(
+        None,
+        description="Mean word confidence (0..1) of the text recognised by OCR in an image or "
+        "in a PDF's scanned pages; null when no OCR was needed",
+    )
     created_at: datetime = Field(description="When it was uploaded")
     updated_at: datetime = Field(description="Last status change")
 
