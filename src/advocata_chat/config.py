@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     rag_context_chunks: int = 20
     # The offline answerer abstains below this sentence score (chosen by cross-validation
     # in `advocata-chat eval`; see docs/quality.md).
-    offline_abstain_threshold: float = 0.2
-    rag_rrf_k: int = 60
+    offline_abstain_threshold: float = 0.225
+    rag_rrf_k: int = 10  # with the 2:1 weights: what 4 of 5 cross-validation folds picked
     rag_vector_weight: float = 2.0
     rag_text_weight: float = 1.0
 
