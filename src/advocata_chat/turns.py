@@ -47,6 +47,14 @@ class TurnResult:
     sources: list[dict]
 
 
+def _check_deadline(loop: asyncio.AbstractEventLoop, end: float) -> None:
+    # asyncio.timeout cancels the stream's task; a cancellation swallowed inside the chain or
+    # the HTTP client (seen under load) would let a slow answer run on. Checking at every
+    # chunk keeps the total deadline whatever happened to that cancellation.
+    if loop.time() > end:
+        raise TimeoutError
+
+
 async def _store_answer(
     rt: Runtime,
     *,
@@ -329,6 +337,7 @@ async def run_turn(
                         if not first_seen and "".join(parts):
                             first_seen = True
                             deadline.reschedule(end)
+                        _check_deadline(loop, end)
                 else:
                     if emit:
                         await emit({"type": "sources", "sources": []})
@@ -338,6 +347,7 @@ async def run_turn(
                         if not first_seen and chunk.text:
                             first_seen = True
                             deadline.reschedule(end)
+                        _check_deadline(loop, end)
         except TimeoutError:
             budget = rt.settings.openai_total_timeout_seconds if first_seen else first_budget
             what = "the whole answer" if first_seen else "the first token"
