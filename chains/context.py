@@ -9,8 +9,39 @@ from advocata_chat.citations import NO_SOURCES, format_source
 from advocata_chat.tokens import count_tokens, truncate_to_tokens
 
 
+def _union(kept: Document, doc: Document) -> Document:
+    """One passage from two overlapping chunks of a document (spans are exact slices)."""
+    a, b = kept.metadata, doc.metadata
+    text = kept.page_content
+    if b["start"] < a["start"]:
+        text = doc.page_content[: a["start"] - b["start"]] + text
+    if b["end"] > a["end"]:
+        text += doc.page_content[a["end"] - b["start"] :]
+    meta = {**a, "start": min(a["start"], b["start"]), "end": max(a["end"], b["end"])}
+    return Document(id=kept.id, page_content=text, metadata=meta)
+
+
+def merge_overlapping(docs: list[Document]) -> list[Document]:
+    """Chunks overlap by RAG_CHUNK_OVERLAP characters: when two ranked chunks of one document
+    touch, they become one source at the better one's place, so the overlap is not paid twice
+    from the token budget and the model reads one passage instead of two halves."""
+    kept: list[Document] = []
+    for doc in docs:
+        m = doc.metadata
+        for i, k in enumerate(kept):
+            km = k.metadata
+            same = km.get("document_id") == m.get("document_id") and "start" in m
+            if same and m["start"] <= km["end"] and m["end"] >= km["start"]:
+                kept[i] = _union(k, doc)
+                break
+        else:
+            kept.append(doc)
+    return kept
+
+
 def pack_sources(docs: list[Document], max_tokens: int) -> dict:
     """Number the chunks [1..n] in rank order, dropping (or cutting) what does not fit."""
+    docs = merge_overlapping(docs)
     blocks: list[str] = []
     sources: list[dict] = []
     budget = max_tokens

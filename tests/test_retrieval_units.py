@@ -61,3 +61,22 @@ def test_cross_validation_scores_each_question_on_a_fold_it_was_not_fitted_on():
 
     held, picks = cross_validate(ids, ["a", "b"], score)
     assert picks == ["a"] * 5 and held == 0.8
+
+
+def test_touching_chunks_of_one_document_become_one_source():
+    from langchain_core.documents import Document
+
+    from chains.context import pack_sources
+
+    text = "Первый пункт договора. Второй пункт договора. Третий пункт договора."
+    doc = str(A)
+
+    def chunk(s: int, e: int, document: str = doc) -> Document:
+        meta = {"document_id": document, "start": s, "end": e, "title": "Договор"}
+        return Document(page_content=text[s:e], metadata=meta)
+
+    ranked = [chunk(23, 46), chunk(0, 30), chunk(40, len(text)), chunk(0, 10, str(B))]
+    packed = pack_sources(ranked, max_tokens=4000)
+    first, other = packed["sources"]
+    assert (first["start"], first["end"], first["content"]) == (0, len(text), text)
+    assert first["n"] == 1 and other["document_id"] == str(B) and other["n"] == 2
