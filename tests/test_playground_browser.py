@@ -20,9 +20,8 @@ import pytest
 
 from advocata_chat.auth import mint_token
 from advocata_chat.config import PROJECT_ROOT
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.server import Server
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -36,16 +35,6 @@ CONTRACT = (
     "3. Срок выполнения работ — до 1 марта 2026 года.\n"
     "4. Гарантийный срок на выполненные работы составляет 24 месяца.\n"
 )
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +89,7 @@ def tab(tmp_path):
             str(tmp_path / "profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=ARGS,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 900},
         )
         try:
