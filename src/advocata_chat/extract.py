@@ -197,6 +197,33 @@ _PYPDF_OUTPUT_LIMITS = (
 )
 
 
+class _Paged:
+    """Pages joined by a blank line, each page's character range kept, and the document's
+    character limit checked as pages arrive (so a huge file stops early)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.parts: list[str] = []
+        self.pages: list[tuple[int, int]] = []
+        self.offset = 0
+
+    def add(self, text: str) -> None:
+        if self.parts:
+            self.offset += 2  # the "\n\n" joining pages
+        self.pages.append((self.offset, self.offset + len(text)))
+        self.parts.append(text)
+        self.offset += len(text)
+        if self.offset > self.limits.max_chars:
+            raise too_large(
+                f"more than {self.limits.max_chars:,} characters of text",
+                "MAX_DOCUMENT_CHARS",
+                self.limits.max_chars,
+            )
+
+    def extracted(self, confidence: float | None) -> Extracted:
+        return Extracted("\n\n".join(self.parts), self.pages, confidence)
+
+
 def _pdf(data: bytes, limits: Limits, reader_: Reader) -> Extracted:
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError, PyPdfError
@@ -228,25 +255,13 @@ def _pdf(data: bytes, limits: Limits, reader_: Reader) -> Extracted:
                         "MAX_PDF_STREAM_BYTES",
                         stream_limit,
                     )
-            parts: list[str] = []
-            pages: list[tuple[int, int]] = []
-            offset = 0
+            paged = _Paged(limits)
             for page in reader.pages:
                 chunk = _tidy(page.extract_text() or "")
                 if not chunk and (images := pdf_page_images(page, limits)):
                     # A scanned page: its text is what OCR reads in its pictures.
                     chunk = _tidy(reader_.read(images))
-                if parts:
-                    offset += 2  # the "\n\n" joining pages
-                pages.append((offset, offset + len(chunk)))
-                parts.append(chunk)
-                offset += len(chunk)
-                if offset > limits.max_chars:
-                    raise too_large(
-                        f"more than {limits.max_chars:,} characters of text",
-                        "MAX_DOCUMENT_CHARS",
-                        limits.max_chars,
-                    )
+                paged.add(chunk)
     except LimitReachedError as e:
         # pypdf's guards: a stream inflating past MAX_PDF_STREAM_BYTES, or a structure
         # (arrays, page tree, nesting) past pypdf's own bounds.
@@ -259,30 +274,17 @@ def _pdf(data: bytes, limits: Limits, reader_: Reader) -> Extracted:
         raise DocumentTooLarge("The PDF's structure is too large or too deep to process") from None
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
         raise UnreadableFile("The PDF could not be read: the file is damaged") from e
-    return Extracted("\n\n".join(parts), pages, reader_.confidence)
+    return paged.extracted(reader_.confidence)
 
 
 def _image(suffix: str, data: bytes, limits: Limits, reader: Reader) -> Extracted:
     """A photo or scan: every frame (a TIFF may hold several) is a page, read by OCR."""
     if _kind(data) != IMAGES[suffix]:
         raise _not_a(IMAGES[suffix], data)
-    parts: list[str] = []
-    pages: list[tuple[int, int]] = []
-    offset = 0
+    paged = _Paged(limits)
     for frame in open_frames(data, limits):
-        chunk = _tidy(reader.read([frame]))
-        if parts:
-            offset += 2
-        pages.append((offset, offset + len(chunk)))
-        parts.append(chunk)
-        offset += len(chunk)
-        if offset > limits.max_chars:
-            raise too_large(
-                f"more than {limits.max_chars:,} characters of text",
-                "MAX_DOCUMENT_CHARS",
-                limits.max_chars,
-            )
-    return Extracted("\n\n".join(parts), pages, reader.confidence)
+        paged.add(_tidy(reader.read([frame])))
+    return paged.extracted(reader.confidence)
 
 
 def _docx(data: bytes, limits: Limits) -> Extracted:
