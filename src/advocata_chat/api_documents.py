@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -137,7 +138,7 @@ async def delete_document(document_id: uuid.UUID, user: CurrentUser, rt: Runtime
 async def search(body: SearchRequest, user: CurrentUser, rt: RuntimeDep):
     """What the model would see: the user's chunks for a query, and which retriever found
     each (vector, full-text, or both)."""
-    params = rt.search.__class__(**{**rt.search.__dict__, "top_k": body.top_k})
+    params = replace(rt.search, top_k=body.top_k)
     hits = await hybrid_search(
         engine=rt.engine,
         store=rt.store,

@@ -22,13 +22,14 @@ import tempfile
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
 
 from advocata_chat.auth import mint_token
 from advocata_chat.config import Settings
+from advocata_chat.extractive import terms
 from advocata_chat.prompts import PromptSet
 
 ABSTAIN_MARKER = re.compile(r"нет ответа|не содерж\w* ответ|не нашл\w* ответ", re.IGNORECASE)
@@ -273,17 +274,11 @@ async def ask(
 # Naive baselines: the LangChain recipe, on the same extracted text, in the same run.
 
 
-def _bm25_terms(text: str) -> list[str]:
-    from advocata_chat.extractive import terms
-
-    return terms(text)
-
-
 class _BM25:
     """Okapi BM25 (k1 1.2, b 0.75) over Snowball-stemmed words: the textbook baseline."""
 
     def __init__(self, texts: list[str]) -> None:
-        self.tfs = [Counter(_bm25_terms(t)) for t in texts]
+        self.tfs = [Counter(terms(t)) for t in texts]
         self.lens = [sum(tf.values()) for tf in self.tfs]
         self.avg = max(sum(self.lens) / max(len(texts), 1), 1.0)
         self.df = Counter(term for tf in self.tfs for term in tf)
@@ -291,7 +286,7 @@ class _BM25:
 
     def rank(self, query: str) -> list[int]:
         scores = [0.0] * self.n
-        for term in set(_bm25_terms(query)):
+        for term in set(terms(query)):
             df = self.df.get(term)
             if not df:
                 continue
@@ -402,9 +397,7 @@ async def retrieval_cv(rt, corpus: Corpus, questions: list[Question], *, k: int)
     def score(g, qid: str) -> float:
         if (g, qid) not in cache:
             wv, rk = g
-            params = rt.search.__class__(
-                **{**rt.search.__dict__, "vector_weight": wv, "text_weight": 1.0, "rrf_k": rk}
-            )
+            params = replace(rt.search, vector_weight=wv, text_weight=1.0, rrf_k=rk)
             hits = rank_hits(lists[qid], params)[:k]
             cache[g, qid] = float(snippets_in(by_id[qid].snippets, (h.content for h in hits)))
         return cache[g, qid]
