@@ -154,10 +154,15 @@ def sentence_similarity(embeddings) -> Similarity:
     and 0 for USE. Without that, every sentence looks related under e5 and nothing abstains.
     """
     floor = getattr(embeddings, "similarity_floor", 0.0)
+    # One answer scores the same sentences for the whole question and for each of its parts:
+    # each sentence is embedded once (e5 is the slow part of an offline turn).
+    seen: dict[str, list[float]] = {}
 
     def similarity(question: str, texts: list[str]) -> list[float]:
         q = embeddings.embed_query(question)
-        vectors = embeddings.embed_documents(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in seen]
+        seen.update(zip(new, embeddings.embed_documents(new), strict=True))
+        vectors = [seen[t] for t in texts]
         cos = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors]
         return [max(c - floor, 0.0) / (1.0 - floor) for c in cos]
 
