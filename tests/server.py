@@ -57,6 +57,8 @@ class Server:
             return f.read()
 
     def stop(self) -> None:
+        if self.log.closed:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)

@@ -242,6 +242,16 @@ def test_ingest_title_and_data_dir_reach_the_served_documents(data_dir_server, s
     assert doc["title"] == title and doc["filename"] == "contract.txt" and doc["status"] == "ready"
 
 
+def test_stopping_serve_stops_its_embedded_database(data_dir_server):
+    # Runs after the other tests of this server: it stops it (stop() is idempotent).
+    srv, data, *_ = data_dir_server
+    pidfile = data / "pgdata" / "postmaster.pid"
+    assert pidfile.exists()
+    srv.proc.terminate()  # SIGTERM, as a service manager stops it
+    assert srv.proc.wait(timeout=30) == 0
+    assert not pidfile.exists(), "the embedded PostgreSQL outlived `serve`"
+
+
 def test_ingest_refuses_one_title_for_several_files(tmp_path):
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text("текст", encoding="utf-8")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +217,9 @@ def serve(
         settings, embedded=embedded, embedder=embedder, dims=dims, host=host, port=port
     ):
         log.info(line)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that
+    # kills the process before atexit runs, leaving the embedded PostgreSQL running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "advocata_chat.app:create_app",
         factory=True,
