@@ -132,9 +132,16 @@ async def test_attachments_by_id_over_rest_and_the_websocket(make_client, auth, 
         assert "77 000" in answer["content"]
         assert [c["document_id"] for c in answer["citations"]] == [note["id"]]
 
-        # Regenerate answers the same question with the same attachment.
+        # Regenerate answers the same question with the same attachment; an edited question
+        # keeps it.
         r = await client.post(f"{CHAT}/{cid}/regenerate", json={"use_rag": False}, headers=h)
         assert r.status_code == 200 and "77 000" in r.json()["messages"][-1]["content"]
+        edit = {"content": "Какую сумму получил Гусев?", "use_rag": False}
+        r = await client.patch(f"{CHAT}/{cid}/messages/{question['id']}", json=edit, headers=h)
+        assert r.status_code == 200, r.text
+        edited, answer = r.json()["messages"]
+        assert edited["replaces_id"] == question["id"]
+        assert edited["attachments"] == question["attachments"] and "77 000" in answer["content"]
 
         # WebSocket: the `message` frame's `attachments`; the sources frame names it first.
         token = h["Authorization"].split()[1]

@@ -277,7 +277,10 @@ async def run_turn(
         window_seconds=60,
         now=rt.clock(),
     )
-    estimate = limits.turn_estimate(rt.settings, question=content, use_rag=use_rag)
+    # Attachments fill the context like retrieved sources do (issue 16).
+    estimate = limits.turn_estimate(
+        rt.settings, question=content, use_rag=use_rag or bool(attachments)
+    )
     reservation = await limits.reserve(rt.sessions, rt.settings, user_id=user_id, tokens=estimate)
     try:
         start = await begin_turn(
