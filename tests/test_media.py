@@ -18,6 +18,7 @@ import uuid
 import wave
 
 import av
+import numpy as np
 import pytest
 from httpx_ws import aconnect_ws
 from PIL import Image
@@ -49,7 +50,7 @@ def _webm(text: str) -> bytes:
     carries no duration: the length comes from the packets)."""
     pcm, rate = speech.synthesize(text)
     frame = av.AudioFrame.from_ndarray(
-        __import__("numpy").frombuffer(pcm, dtype="int16").reshape(1, -1),
+        np.frombuffer(pcm, dtype=np.int16).reshape(1, -1),
         format="s16",
         layout="mono",
     )
@@ -389,3 +390,64 @@ def test_spoken_text_drops_markers_and_markup_and_cuts_at_a_sentence():
     said = speech.spoken_text("**Да.** Срок — 3 года [1, 2]. Подробнее [3]. " * 3, limit=60)
     assert "[" not in said and "*" not in said
     assert len(said) <= 60 and said.endswith(".")
+
+
+def _m4a(text: str) -> bytes:
+    pcm, rate = speech.synthesize(text)
+    frame = av.AudioFrame.from_ndarray(
+        np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+    )
+    frame.sample_rate = rate
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="ipod") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate, frame_size=1024)
+        for piece in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(piece):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "media_type"),
+    [
+        (lambda t: speech.offline(t, fmt="wav"), "audio/wav"),
+        (lambda t: speech.offline(t, fmt="mp3"), "audio/mpeg"),
+        (lambda t: speech.offline(t, fmt="ogg"), "audio/ogg"),
+        (_webm, "audio/webm"),
+        (_m4a, "audio/mp4"),
+    ],
+    ids=["wav", "mp3", "ogg", "webm", "m4a"],
+)
+def test_each_recording_format_is_recognised_with_its_length(make_settings, make, media_type):
+    from advocata_chat import voice
+
+    text = "Здравствуйте, у меня вопрос о возврате долга по расписке"
+    pcm, rate = speech.synthesize(text)
+    seconds = len(pcm) / 2 / rate
+    kind, found = voice.check_audio(make_settings(), make(text))
+    assert kind == media_type
+    assert abs(found - seconds) < 0.15, (found, seconds)
+    with pytest.raises(voice.AudioTooLong):
+        voice.check_audio(make_settings(max_audio_seconds=seconds / 2), make(text))
+
+
+async def test_a_photo_over_the_pixel_limit_is_refused_and_nothing_is_sent(
+    make_client, auth, alice
+):
+    async with make_client(ws=False, max_image_pixels=100_000) as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        big = encoded(text_image(RECEIPT, size=(1000, 600)), "PNG")  # 600 000 pixels
+        r = await client.post(
+            f"{CHAT}/{cid}/messages/upload",
+            data={"message_content": "Сколько итого по чеку?"},
+            files=[("files", ("чек.png", big, "image/png"))],
+            headers=h,
+        )
+        assert r.status_code == 413 and r.json()["code"] == "document_too_large", r.text
+        assert r.json()["detail"]["limit"] == "MAX_IMAGE_PIXELS"
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+        assert (await client.get("/api/v1/documents", headers=h)).json()["items"] == []
