@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import math
 import socket
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -41,6 +43,30 @@ class StubState:
     report_usage: bool = True
     usage: tuple[int, int] = (11, 7)  # prompt, completion tokens reported
     requests: list[dict] = field(default_factory=list)
+    # Speech: what `audio/transcriptions` hears (None: 400 as for unreadable audio), and the
+    # image content blocks chat requests carried (their data: URLs).
+    transcript: str | None = "Какая сумма указана в чеке?"
+    transcriptions: list[dict] = field(default_factory=list)
+    speeches: list[dict] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+
+def _image_blocks(body: dict) -> list[str] | None:
+    """The image URLs of the chat request's content blocks; None if a block is malformed
+    (OpenAI answers 400 to that)."""
+    urls = []
+    for m in body.get("messages", []):
+        if not isinstance(m.get("content"), list):
+            continue
+        for part in m["content"]:
+            if part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                if not url.startswith(("data:image/", "https://")):
+                    return None
+                urls.append(url)
+            elif part.get("type") != "text":
+                return None
+    return urls
 
 
 def _answer(state: StubState, body: dict) -> str:
@@ -86,6 +112,10 @@ def build_app(state: StubState) -> Starlette:
             return JSONResponse({"error": {"message": "flaky", "type": "server_error"}}, 500)
         if state.mode == "500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        images = _image_blocks(body)
+        if images is None:
+            return JSONResponse({"error": {"message": "bad content block"}}, 400)
+        state.images.extend(images)
         if state.mode == "429":
             return JSONResponse(
                 {"error": {"message": "slow down", "type": "rate_limit"}},
@@ -166,10 +196,56 @@ def build_app(state: StubState) -> Starlette:
             }
         )
 
+    async def transcriptions(request: Request):
+        # OpenAI's multipart form: file, model, language, response_format.
+        form = await request.form()
+        audio = await form["file"].read()
+        state.transcriptions.append(
+            {
+                "model": form.get("model"),
+                "language": form.get("language"),
+                "response_format": form.get("response_format"),
+                "filename": form["file"].filename,
+                "bytes": len(audio),
+            }
+        )
+        if state.transcript is None or not audio:
+            return JSONResponse({"error": {"message": "could not decode audio"}}, 400)
+        if form.get("response_format") == "verbose_json":
+            return JSONResponse(
+                {
+                    "task": "transcribe",
+                    "language": "russian",
+                    "duration": 2.5,
+                    "text": state.transcript,
+                    "segments": [],
+                }
+            )
+        return JSONResponse({"text": state.transcript})
+
+    async def speech(request: Request):
+        body = await request.json()
+        state.speeches.append(body)
+        fmt = body.get("response_format", "mp3")
+        # A second of silence per 15 characters, as a real WAV; other formats get their
+        # magic bytes (the client passes the bytes through untouched).
+        seconds = max(1, len(body["input"]) // 15)
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"\0\0" * 8000 * seconds)
+        audio = {"wav": buf.getvalue(), "opus": b"OggS" + bytes(60), "mp3": b"ID3" + bytes(60)}
+        media = {"wav": "audio/wav", "opus": "audio/ogg", "mp3": "audio/mpeg"}
+        return Response(audio[fmt], media_type=media[fmt])
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+            Route("/v1/audio/speech", speech, methods=["POST"]),
         ]
     )
 

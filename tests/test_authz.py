@@ -28,6 +28,7 @@ import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from starlette.routing import Mount
 
+from advocata_chat import speech
 from advocata_chat import ws as chat_ws
 from advocata_chat.app import create_app
 from advocata_chat.auth import mint_token
@@ -48,6 +49,8 @@ SECRET_QUESTION = "Алиса спрашивает про расписку Гу�
 SECRET_DOC = (
     "Расписка. Гусев Олег Петрович получил от Алисы 77 000 рублей. Вернуть до 1 мая.".encode()
 )
+# A real recording (eSpeak NG's Russian voice) for the voice route.
+SPOKEN_QUESTION = speech.offline("Что в расписке?", fmt="wav")
 PUBLIC = {
     ("GET", "/"),  # redirects to /docs
     ("GET", "/healthz"),
@@ -132,6 +135,9 @@ class Rule:
     body: Callable[[World], dict] | None = None
     upload: bool = False
     message: str = "answer"  # which of Alice's messages {message_id} names
+    params: dict | None = None
+    # A multipart body of its own: (files, form fields).
+    multipart: Callable[[World], tuple[dict, dict]] | None = None
 
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -171,6 +177,20 @@ RULES: dict[tuple[str, str], Rule] = {
         "own", body=lambda w: {"query": "Гусев расписка 77 000", "top_k": 20}
     ),
     ("GET", "/api/v1/prompts"): Rule("own"),
+    # Issue 16: photos with a message, a question by voice, an answer read aloud.
+    ("POST", f"{C}/messages/upload"): Rule(
+        "conversation",
+        multipart=lambda w: (
+            {"files": ("заметка.txt", "Заметка: залог 5 000 рублей.".encode())},
+            {"message_content": "что в заметке?"},
+        ),
+    ),
+    ("POST", f"{C}/voice"): Rule(
+        "conversation", multipart=lambda w: ({"file": ("вопрос.wav", SPOKEN_QUESTION)}, {})
+    ),
+    ("GET", f"{C}/messages/{{message_id}}/speech"): Rule(
+        "conversation", lawyer_reads=True, params={"format": "wav"}
+    ),
 }
 
 # One frame of each client type, as the owner would send it.
@@ -219,6 +239,10 @@ async def _call(client, method, path, rule: Rule, w: World, who: str | None, **k
     if rule.upload:
         extra["files"] = {"file": ("расписка.txt", SECRET_DOC)}
         extra["params"] = {"wait": True}
+    if rule.multipart:
+        extra["files"], extra["data"] = rule.multipart(w)
+    if rule.params:
+        extra["params"] = rule.params
     return await client.request(method, _path(path, w, rule, **kw), headers=headers, **extra)
 
 

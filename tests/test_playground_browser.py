@@ -18,10 +18,12 @@ from pathlib import Path
 import jwt
 import pytest
 
+from advocata_chat import speech
 from advocata_chat.auth import mint_token
 from advocata_chat.config import PROJECT_ROOT
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.server import Server
+from tests.test_ocr import RECEIPT, encoded, needs_ocr, text_image
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -89,7 +91,12 @@ def tab(tmp_path):
             str(tmp_path / "profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=CHROMIUM_ARGS,
+            # A fake microphone (a beep), granted without a prompt, for the voice test.
+            args=[
+                *CHROMIUM_ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+            ],
             viewport={"width": 1400, "height": 900},
         )
         try:
@@ -304,4 +311,68 @@ def test_a_new_or_refused_token_clears_the_previous_users_screen(server, setting
     page.reload()
     expect(page.locator("#token")).to_have_value("")
     expect(page.locator("#socket")).to_have_text("disconnected")
+    tab.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def voice_server(database_url, openai_stub):
+    """The offline chat model, with the OpenAI-protocol stub as the speech recogniser."""
+    srv = Server(database_url, STT_BASE_URL=openai_stub.base_url, OPENAI_MAX_RETRIES="0")
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@needs_ocr
+def test_attach_a_photo_ask_by_voice_and_hear_the_answer(
+    voice_server, settings, stub, tab, page, tmp_path
+):
+    frames = record_frames(page)
+    page.goto(f"{voice_server.url}/playground")
+    log_in(page, mint_token(settings, user_id=uuid.uuid4()))
+    page.click("#new-conv")
+    page.wait_for_selector("#socket[data-state='connected']")
+
+    # A photo of a receipt, attached to the question: the answer quotes and cites it.
+    photo = tmp_path / "чек.png"
+    photo.write_bytes(encoded(text_image(RECEIPT), "PNG"))
+    page.set_input_files("#attach", str(photo))
+    expect(page.locator("#attached li.chip")).to_contain_text("чек.png", timeout=60_000)
+    page.uncheck("#use-rag")  # the attachment alone answers
+    answer = ask(page, "Сколько итого по чеку?")
+    assert "4 250" in answer.inner_text() and "[1]" in answer.inner_text()
+    first = page.locator(".turn.done").first
+    expect(first.locator(".question .chip")).to_have_text("📎 чек.png")
+    assert "attachment" in first.locator(".source.cited").first.inner_text()
+    expect(page.locator("#attached li")).to_have_count(0)  # sent with that message only
+
+    # Recorded from the (fake) microphone: a webm goes to the recogniser, the transcript is
+    # the question.
+    stub.state.transcript = "Какая сумма в чеке?"
+    page.click("#record")
+    expect(page.locator("#record")).to_have_class("recording")
+    page.wait_for_timeout(1200)
+    page.click("#record")
+    expect(page.locator(".turn.done")).to_have_count(2, timeout=60_000)
+    second = page.locator(".turn.done").nth(1)
+    expect(second.locator(".question")).to_contain_text("🎤 Какая сумма в чеке?")
+    [heard] = stub.state.transcriptions
+    assert heard["filename"].endswith((".webm", ".ogg")) and heard["bytes"] > 1000
+    received = [f["message"] for f in wait_for_frames(page, frames, "message_received")]
+    assert received[-1]["voice"]["transcript"] == "Какая сумма в чеке?"
+
+    # An audio file works the same way.
+    stub.state.transcript = "Что купили?"
+    recording = tmp_path / "вопрос.wav"
+    recording.write_bytes(speech.offline("Что купили?", fmt="wav"))
+    page.set_input_files("#voice-file", str(recording))
+    expect(page.locator(".turn.done")).to_have_count(3, timeout=60_000)
+    expect(page.locator(".turn.done").nth(2).locator(".question")).to_contain_text("Что купили?")
+
+    # The first answer read aloud: the page fetches the speech and plays it.
+    first.locator("button.listen").click()
+    page.wait_for_function(
+        "() => { const a = document.querySelector('.turn audio'); return a && a.duration > 1; }",
+        timeout=60_000,
+    )
     tab.assert_clean()

@@ -193,10 +193,16 @@ async def send_message(
     If the model fails, the message stays stored and the error's `detail.retry` names the
     `reply` call that answers it; never send it again."""
     content = conversations.check_message(rt.settings, body.message_content)
+    media = {"attachments": body.attachments}  # issue 16: photos and scans it carries
     if _wants_sse(request):
-        return await _sse(request, rt, user, conversation_id, content, body.use_rag)
+        return await _sse(request, rt, user, conversation_id, content, body.use_rag, **media)
     result = await turns.run_turn(
-        rt, user_id=user, conversation_id=conversation_id, content=content, use_rag=body.use_rag
+        rt,
+        user_id=user,
+        conversation_id=conversation_id,
+        content=content,
+        use_rag=body.use_rag,
+        **media,
     )
     return await _answered(rt, user, conversation_id, result)
 
@@ -244,7 +250,7 @@ def _wants_sse(request: Request) -> bool:
 
 
 async def _sse(
-    request, rt, user, conversation_id, content, use_rag, mode: str = "send"
+    request, rt, user, conversation_id, content, use_rag, mode: str = "send", **media
 ) -> StreamingResponse:
     # Ownership is checked before the stream starts, so a 404 is still a plain 404.
     await conversations.get(
@@ -258,6 +264,7 @@ async def _sse(
         content=content,
         use_rag=use_rag,
         mode=mode,
+        **media,  # issue 16: attachments, voice
     )
     return StreamingResponse(
         events,

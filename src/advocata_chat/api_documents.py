@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from advocata_chat import documents
+from advocata_chat import attachments, documents
 from advocata_chat.api import AUTH, DB, JSON_BODY, PARAMS
 from advocata_chat.deps import CurrentUser, RuntimeDep
 from advocata_chat.documents import DocumentNotFound
@@ -79,6 +79,8 @@ async def upload_document(
         title=(title or "").replace("\x00", "").strip() or None,
         wait=wait,
     )
+    # Issue 16: a photo's own bytes, for a vision-capable model when it is attached.
+    await attachments.keep_original(rt, document_id=doc.id, media_type=doc.media_type, data=data)
     if not created:
         response.status_code = 200
     return doc

@@ -15,7 +15,17 @@ from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
+from advocata_chat import (
+    api,
+    api_documents,
+    api_media,
+    api_roadmap,
+    db,
+    documents,
+    logs,
+    playground,
+    ws,
+)
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.headers import DOCS_CSP, SecurityHeaders
@@ -43,6 +53,7 @@ TAGS = [
     {"name": "feedback", "description": "👍/👎 on answers, by prompt version"},
     {"name": "export", "description": "A consultation as Markdown, DOCX or PDF"},
     {"name": "sharing", "description": "Read access for lawyers"},
+    {"name": "voice", "description": "Questions by voice, answers read aloud"},
     {"name": "documents", "description": "The user's documents that answers are grounded in"},
     {"name": "search", "description": "What retrieval finds in the user's documents"},
     {"name": "prompts", "description": "The prompt versions in use (for prompt engineers)"},
@@ -66,7 +77,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        if scope["path"].rstrip("/") == "/api/v1/documents":
+        path = scope["path"].rstrip("/")
+        # Uploads: documents, and (issue 16) photos with a message and voice messages.
+        if path == "/api/v1/documents" or path.endswith(("/messages/upload", "/voice")):
             limit = self.max_upload_bytes
         length = dict(scope["headers"]).get(b"content-length")
         if length and length.isdigit() and int(length) > limit:
@@ -160,6 +173,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(api_roadmap.router)
     app.include_router(api_documents.router)
+    app.include_router(api_media.router)  # issue 16: photos with a message, voice in and out
     app.include_router(ws.router)
     app.include_router(playground.router)
 

@@ -99,6 +99,23 @@ class Settings(BaseSettings):
     ocr_timeout_seconds: float = 120.0  # once OCR starts, the extraction's time left
     max_ocr_pages: int = 20  # scanned pages (or image frames) OCR-ed per document
     max_image_pixels: int = 40_000_000  # per image, and per PDF page's images together
+    # Images and voice in the chat (issue 16): attachments.py, voice.py, speech.py.
+    openai_vision: bool = False  # the chat model takes image content blocks
+    max_attachments: int = 4  # documents (photos, scans) one message may carry
+    # Speech to text over the OpenAI protocol (/v1/audio/transcriptions). Unset: the chat
+    # provider's OPENAI_BASE_URL (or OpenAI itself with OPENAI_API_KEY); with neither, 503.
+    stt_base_url: str | None = None
+    stt_api_key: SecretStr | None = None  # default: OPENAI_API_KEY
+    stt_model: str = "whisper-1"
+    stt_language: str = "ru"
+    max_audio_seconds: float = 120.0  # a voice message's length
+    max_audio_bytes: int = 10_000_000
+    # Text to speech: TTS_BASE_URL's /v1/audio/speech when set, else offline eSpeak NG.
+    tts_base_url: str | None = None
+    tts_api_key: SecretStr | None = None  # default: OPENAI_API_KEY
+    tts_model: str = "tts-1"
+    tts_voice: str = "alloy"  # the provider's default voice; offline it is eSpeak NG's `ru`
+    max_speech_chars: int = 4000  # of an answer read aloud (the rest is cut at a sentence)
     max_message_chars: int = 8000
     max_title_chars: int = 200
     max_instructions_chars: int = 2000

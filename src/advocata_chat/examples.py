@@ -75,6 +75,8 @@ def _message(id_: str, role: str, content: str, created_at: str, **extra) -> dic
         "generation": {},
         "superseded_at": None,
         "replaces_id": None,
+        "attachments": [],
+        "voice": None,
         "created_at": created_at,
         **extra,
     }
@@ -250,4 +252,21 @@ PROMPTS = {
             "error": None,
         }
     ],
+}
+
+# Issue 16: a photo attached to a message, and a question sent as speech.
+ATTACHMENT = {
+    "document_id": DOCUMENT_ID,
+    "title": "Чек из автосервиса",
+    "filename": "chek.jpg",
+    "media_type": "image/jpeg",
+    "page_count": 1,
+    "ocr_confidence": 0.91,
+}
+VOICE = {
+    "transcript": "Какая сумма указана в чеке?",
+    "language": "russian",
+    "duration_seconds": 2.4,
+    "media_type": "audio/webm",
+    "model": "whisper-1",
 }

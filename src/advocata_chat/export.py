@@ -53,6 +53,18 @@ def _sources(m: MessageOut) -> list[Source]:
     return out
 
 
+def _media(m: MessageOut) -> list[str]:
+    """What a user message carried besides its text (issue 16): attached files, and that
+    it was spoken (its text is then the transcript)."""
+    lines = []
+    if m.attachments:
+        lines.append("Вложения: " + ", ".join(a.filename for a in m.attachments))
+    if m.voice is not None:
+        length = f", {m.voice.duration_seconds:.1f} с".replace(".", ",")
+        lines.append(f"Голосовое сообщение{length if m.voice.duration_seconds else ''}")
+    return [_printable(line) for line in lines]
+
+
 def _status(m: MessageOut) -> str:
     return {"interrupted": " (ответ прерван)", "failed": " (ответ оборвался)"}.get(m.status, "")
 
@@ -74,6 +86,7 @@ def markdown(conv: ConversationOut, tz: ZoneInfo) -> bytes:
     out = [f"# {title}", "", dates, ""]
     for m in conv.messages:
         out += [f"## {_heading(m, tz)}", "", m.content, ""]
+        out += [f"*{line}*\n" for line in _media(m)]
         sources = _sources(m)
         if sources:
             out += ["**Источники:**", ""]
@@ -98,6 +111,8 @@ def docx(conv: ConversationOut, tz: ZoneInfo) -> bytes:
         doc.add_heading(_heading(m, tz), 2)
         for para in m.content.split("\n"):
             doc.add_paragraph(para)
+        for line in _media(m):
+            doc.add_paragraph().add_run(line).italic = True
         sources = _sources(m)
         if sources:
             doc.add_paragraph().add_run("Источники:").bold = True
@@ -143,6 +158,8 @@ def pdf(conv: ConversationOut, tz: ZoneInfo) -> bytes:
     for m in conv.messages:
         para(_heading(m, tz), 12, 1, "B")
         para(m.content)
+        for line in _media(m):
+            para(line, 9, 1)
         sources = _sources(m)
         if sources:
             para("Источники:", 9, 1, "B")

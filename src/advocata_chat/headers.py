@@ -19,6 +19,8 @@ BASE = {
 # CSP Level 3 `'self'` covers ws:// and wss:// to the page's own host, which the socket needs.
 PLAYGROUND_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    # Answers read aloud play from blob: URLs of the fetched audio (issue 16).
+    "media-src 'self' blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 # Swagger UI and ReDoc run an inline set-up script and load their own assets (a worker from a

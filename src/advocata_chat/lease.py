@@ -89,9 +89,17 @@ async def _supersede(s, conv: Conversation, messages: list[Message], now) -> Non
 
 
 async def _prepare(
-    s, conv: Conversation, *, content: str | None, mode: str, edit_id: uuid.UUID | None, now
+    s,
+    conv: Conversation,
+    *,
+    content: str | None,
+    mode: str,
+    edit_id: uuid.UUID | None,
+    now,
+    fields: dict | None = None,
 ) -> Message:
-    """Find or store the user message this turn answers."""
+    """Find or store the user message this turn answers. `fields`: more columns of a new
+    message (its attachments and voice, issue 16)."""
     last = await _last_visible(s, conv.id)
     if mode == "regenerate":
         if last is not None and last.role == Role.assistant:
@@ -116,6 +124,8 @@ async def _prepare(
         if target.role != Role.user or any(m.role == Role.user for m in later):
             raise CannotEdit("Only the last user message can be edited")
         await _supersede(s, conv, [target, *later], now)
+        if fields is None:  # an edited question keeps its attachments (issue 16)
+            fields = {"attachments": target.attachments}
     elif content is None:  # reply to the pending message
         if last is None or last.role != Role.user:
             raise NothingToAnswer("There is no unanswered user message to reply to")
@@ -126,6 +136,7 @@ async def _prepare(
         content=content,
         created_at=now,
         replaces_id=edit_id if mode == "edit" else None,
+        **(fields or {}),
     )
     s.add(msg)
     conv.messages_count += 1
@@ -143,6 +154,7 @@ async def begin_turn(
     content: str | None,
     mode: str = "send",
     edit_id: uuid.UUID | None = None,
+    fields: dict | None = None,
 ) -> TurnStart:
     """Take the conversation's turn lease and return the user message to answer."""
     loop = asyncio.get_running_loop()
@@ -157,7 +169,9 @@ async def begin_turn(
             now = utcnow()
             if conv.turn_lock_until is None or conv.turn_lock_until <= now:
                 conv.turn_lock_until = lease_until = now + _lease(rt)
-                msg = await _prepare(s, conv, content=content, mode=mode, edit_id=edit_id, now=now)
+                msg = await _prepare(
+                    s, conv, content=content, mode=mode, edit_id=edit_id, now=now, fields=fields
+                )
                 answered = await s.scalar(
                     select(Message.id)
                     .where(Message.conversation_id == conv.id, Message.role == Role.assistant)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -89,6 +90,10 @@ class Message(Base):
     generation: Mapped[dict] = mapped_column(JSONB, default=dict)
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replaces_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # Issue 16: the documents a user message carries (attachments.py), and a spoken
+    # question's transcript, language and duration (voice.py).
+    attachments: Mapped[list] = mapped_column(JSONB, default=list)
+    voice: Mapped[dict | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -160,3 +165,30 @@ class TokenReservation(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     tokens: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AttachmentOriginal(Base):
+    """An uploaded image's own bytes, for a vision-capable model (attachments.py)."""
+
+    __tablename__ = "attachment_originals"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_type: Mapped[str] = mapped_column(String(100))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SpeechCache(Base):
+    """An answer already spoken, per voice and format (speech.py)."""
+
+    __tablename__ = "speech_cache"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    voice: Mapped[str] = mapped_column(String(100), primary_key=True)
+    format: Mapped[str] = mapped_column(String(8), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(100))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -72,6 +72,34 @@ class SendMessage(BaseModel):
         description="The user's message; at most `MAX_MESSAGE_CHARS` characters"
     )
     use_rag: bool = Field(True, description=USE_RAG)
+    attachments: list[uuid.UUID] = Field(
+        [],
+        description="Ids of the caller's uploaded documents (photos, scans) the message "
+        "carries, at most `MAX_ATTACHMENTS`: their text is a numbered source of the answer",
+    )
+
+
+class AttachmentOut(BaseModel):
+    model_config = _example(ex.ATTACHMENT)
+
+    document_id: uuid.UUID = Field(description="The attached document")
+    title: str = Field(description="Its title (as in citations)")
+    filename: str = Field(description="The uploaded file's name")
+    media_type: str = Field(description="Its type, e.g. image/jpeg")
+    page_count: int | None = Field(None, description="Pages (an image is one)")
+    ocr_confidence: float | None = Field(
+        None, description="Mean OCR word confidence 0..1; null when no OCR was needed"
+    )
+
+
+class VoiceOut(BaseModel):
+    model_config = _example(ex.VOICE)
+
+    transcript: str = Field(description="What the speech recogniser heard")
+    language: str | None = Field(None, description="The language it reported, e.g. russian")
+    duration_seconds: float | None = Field(None, description="The recording's length")
+    media_type: str = Field(description="The uploaded audio's type, e.g. audio/webm")
+    model: str = Field(description="The transcription model")
 
 
 class Reply(BaseModel):
@@ -121,6 +149,12 @@ class MessageOut(BaseModel):
         None, description="Set when a regenerated or edited version replaced this message"
     )
     replaces_id: uuid.UUID | None = Field(None, description="The message this one edits")
+    attachments: list[AttachmentOut] = Field(
+        [], description="Documents (photos, scans) the user message carries"
+    )
+    voice: VoiceOut | None = Field(
+        None, description="For a question sent as speech: its transcript, language, duration"
+    )
     created_at: datetime = Field(description="When it was stored")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from langchain_core.callbacks import BaseCallbackHandler
 from sqlalchemy import update
 
+from advocata_chat import attachments as media
 from advocata_chat import limits
 from advocata_chat.citations import extract_citations, unknown_citations
 from advocata_chat.documents import has_ready_documents
@@ -149,7 +150,9 @@ def model_failure(
     return ModelError("The language model failed. Your message is saved.", detail=detail)
 
 
-def _rag_chain(rt: Runtime, user_id: uuid.UUID):
+def _rag_chain(
+    rt: Runtime, user_id: uuid.UUID, attached: media.Attached | None = None, search: bool = True
+):
     retriever = UserRetriever(
         engine=rt.engine,
         store=rt.store,
@@ -157,12 +160,15 @@ def _rag_chain(rt: Runtime, user_id: uuid.UUID):
         user_id=user_id,
         params=rt.search,
     )
+    llm = rt.llm
+    if attached:  # issue 16: the message's attachments are sources (and images) of their own
+        retriever, llm = media.wrap(rt, retriever=retriever, attached=attached, search=search)
     # The offline model cannot rewrite a question, so it searches with the question as is.
     condense = build_condense_chain(
         llm=None if rt.offline else rt.llm, prompt=rt.prompts["condense"].template
     )
     return build_rag_chain(
-        llm=rt.llm,
+        llm=llm,
         condense=condense,
         retriever=retriever,
         prompt=rt.prompts["answer"].template,
@@ -241,6 +247,8 @@ async def run_turn(
     emit: Emit | None = None,
     mode: str = "send",
     edit_id: uuid.UUID | None = None,
+    attachments: Sequence[uuid.UUID] = (),
+    voice: dict | None = None,
 ) -> TurnResult:
     """Answer `content` (or, when None, the pending last user message) in the conversation.
 
@@ -251,7 +259,14 @@ async def run_turn(
     With `emit`, the turn reports its progress as WebSocket frames: `message_received`,
     `sources`, `token` (through a LangChain callback on the answer model), and the final
     `message`; a cancelled turn stores what it had as `interrupted` and reports `cancelled`.
+
+    `attachments` (document ids) and `voice` (a spoken question's transcript, language and
+    duration) are stored on the new user message (issue 16).
     """
+    # Issue 16: attachments are checked (the caller's own documents) before anything else.
+    fields = {"attachments": await media.resolve(rt, user_id=user_id, ids=attachments)}
+    if voice is not None:
+        fields["voice"] = voice
     # Limits are checked before anything is stored or the model is called. The quota holds
     # an estimate of this turn's tokens until its answer is stored (or it fails).
     await limits.hit(
@@ -262,7 +277,10 @@ async def run_turn(
         window_seconds=60,
         now=rt.clock(),
     )
-    estimate = limits.turn_estimate(rt.settings, question=content, use_rag=use_rag)
+    # Attachments fill the context like retrieved sources do (issue 16).
+    estimate = limits.turn_estimate(
+        rt.settings, question=content, use_rag=use_rag or bool(attachments)
+    )
     reservation = await limits.reserve(rt.sessions, rt.settings, user_id=user_id, tokens=estimate)
     try:
         start = await begin_turn(
@@ -272,6 +290,7 @@ async def run_turn(
             content=content,
             mode=mode,
             edit_id=edit_id,
+            fields=fields if attachments or voice else None,
         )
     except BaseException:
         await limits.release(rt.sessions, reservation)
@@ -299,7 +318,10 @@ async def run_turn(
         config = {"callbacks": [tracker, *callbacks]}
         parts: list[str] = []
         sources: list[dict] = []
-        rag = use_rag and await has_ready_documents(rt, user_id=user_id)
+        search = use_rag and await has_ready_documents(rt, user_id=user_id)
+        # Issue 16: a message with attachments is answered from them (and a search, if any).
+        attached = await media.for_message(rt, user_id=user_id, message=user_msg)
+        rag = search or bool(attached.sources)
         generation = _generation(
             rt, start, rag=rag, prompts=["condense", "answer"] if rag else ["chat"]
         )
@@ -321,7 +343,8 @@ async def run_turn(
             # cancellation apart from a user's cancel.
             async with asyncio.timeout(first_budget) as deadline:
                 if rag:
-                    stream = _rag_chain(rt, user_id).astream(inputs, config=config)
+                    chain = _rag_chain(rt, user_id, attached, search)
+                    stream = chain.astream(inputs, config=config)
                     async for chunk in stream:
                         if "packed" in chunk:
                             sources = chunk["packed"]["sources"]

@@ -16,7 +16,7 @@ import uuid
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from advocata_chat import conversations
+from advocata_chat import attachments, conversations
 from advocata_chat.auth import Principal, bearer_token, decode_principal
 from advocata_chat.errors import AppError, ConversationNotFound, InvalidInput, Unauthorized
 from advocata_chat.hub import dumps
@@ -191,9 +191,19 @@ def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | No
             return _bad("A message frame needs a string 'content'", "validation_error")
         try:
             content = conversations.check_message(rt.settings, content, field="content")
+            # Issue 16: ids of uploaded documents (photos, scans) the message carries.
+            ids = attachments.parse_ids(frame.get("attachments"), limit=rt.settings.max_attachments)
         except InvalidInput as exc:
             return error_frame(exc)
-        start_turn(rt, hub, user_id=user, conversation_id=cid, content=content, use_rag=use_rag)
+        start_turn(
+            rt,
+            hub,
+            user_id=user,
+            conversation_id=cid,
+            content=content,
+            use_rag=use_rag,
+            attachments=ids,
+        )
     elif kind in ("reply", "regenerate"):
         start_turn(
             rt,

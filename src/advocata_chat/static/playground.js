@@ -13,6 +13,8 @@ const state = {
   turn: null, // the turn whose answer is streaming
   session: 0, // bumped when the token changes: answers for the previous user are dropped
   conversationsSeq: 0, // only the latest conversation list is drawn
+  attachments: [], // {id, name}: uploaded documents the next message carries
+  recorder: null, // the MediaRecorder of a voice question being recorded
 };
 const HINT = $("#turns .hint").cloneNode(true);
 
@@ -109,7 +111,9 @@ function resetUser() {
   clearTimeout(documentPoll);
   Object.assign(state, {
     conversationId: null, turn: null, prompts: [], documents: [], pendingRag: undefined,
+    attachments: [],
   });
+  drawAttachments();
   for (const id of ["#whoami", "#model", "#reload-mode", "#conv-tokens"]) $(id).textContent = "";
   for (const id of ["#prompts tbody", "#docs", "#convs"]) $(id).replaceChildren();
   $("#conv-title").textContent = "No conversation open";
@@ -270,7 +274,7 @@ async function openConversation(id) {
   let turn = null;
   for (const m of conversation.messages) {
     if (m.role === "user") {
-      turn = newTurn(m.content);
+      turn = newTurn(m.content, m);
     } else {
       turn = turn || newTurn("");
       // Stored answers keep their citations but not the retrieved chunks.
@@ -304,6 +308,7 @@ function setSocketState(name, reason) {
   pill.dataset.state = name;
   pill.textContent = reason ? `${name}: ${reason}` : name;
   $("#send").disabled = name !== "connected" || Boolean(state.turn);
+  $("#record").disabled = (name !== "connected" || Boolean(state.turn)) && !state.recorder;
 }
 
 function closeSocket() {
@@ -344,7 +349,7 @@ function onFrame(frame) {
       loadConversations().catch(() => {});
       break;
     case "message_received":
-      state.turn = newTurn(frame.message.content);
+      state.turn = newTurn(frame.message.content, frame.message);
       setBusy(true);
       break;
     case "sources":
@@ -392,7 +397,9 @@ function ensureTurn() {
 
 function setBusy(busy) {
   $("#stop").disabled = !busy;
-  $("#send").disabled = busy || !(state.socket && state.socket.readyState === WebSocket.OPEN);
+  const closed = !(state.socket && state.socket.readyState === WebSocket.OPEN);
+  $("#send").disabled = busy || closed;
+  $("#record").disabled = (busy || closed) && !state.recorder;
 }
 
 async function finishStreamedTurn(frame) {
@@ -415,11 +422,153 @@ function send(event) {
   const content = $("#question").value.trim();
   if (!content || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
   const useRag = $("#use-rag").checked;
-  state.socket.send(JSON.stringify({ type: "message", content, use_rag: useRag }));
-  // The server answers from documents when asked to and at least one is ready.
-  state.pendingRag = useRag && state.documents.some((d) => d.status === "ready");
+  const frame = { type: "message", content, use_rag: useRag };
+  if (state.attachments.length) frame.attachments = state.attachments.map((a) => a.id);
+  state.socket.send(JSON.stringify(frame));
+  // The server answers from documents when asked to and at least one is ready, and always
+  // from the attachments.
+  state.pendingRag = (useRag && state.documents.some((d) => d.status === "ready"))
+    || state.attachments.length > 0;
+  state.attachments = [];
+  drawAttachments();
   $("#question").value = "";
   setBusy(true);
+}
+
+// ---- Attachments and voice -------------------------------------------------------------
+
+// Files attached to the next message are uploaded at once, as documents (OCR-ed if photos);
+// the `message` frame names them by id.
+async function attach() {
+  const input = $("#attach");
+  for (const file of [...input.files]) {
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const doc = await api("/api/v1/documents", { method: "POST", body: form });
+      state.attachments.push({ id: doc.id, name: doc.filename });
+      showBanner("");
+    } catch (error) {
+      fail(`Attachment ${file.name} refused: `)(error);
+    }
+  }
+  input.value = "";
+  drawAttachments();
+  loadDocuments().catch(() => {});
+}
+
+function drawAttachments() {
+  const list = $("#attached");
+  list.replaceChildren();
+  for (const a of state.attachments) {
+    const chip = el("li", "chip", `📎 ${a.name} `);
+    chip.dataset.id = a.id;
+    const remove = el("button", "small", "×");
+    remove.type = "button";
+    remove.title = "Do not attach";
+    remove.addEventListener("click", () => {
+      state.attachments = state.attachments.filter((x) => x.id !== a.id);
+      drawAttachments();
+    });
+    chip.append(remove);
+    list.append(chip);
+  }
+}
+
+// A voice question goes over REST with `Accept: text/event-stream`: the turn's frames reach
+// this page's socket like a typed message's, the transcript as the question.
+async function sendVoice(blob, name) {
+  if (!state.conversationId) return;
+  const form = new FormData();
+  form.append("file", blob, name);
+  form.append("use_rag", String($("#use-rag").checked));
+  const session = state.session;
+  setBusy(true);
+  try {
+    const response = await fetch(`/api/v1/chat/conversations/${state.conversationId}/voice`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+      body: form,
+    });
+    if (session !== state.session) return;
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      const message = body.error || `${response.status} ${response.statusText}`;
+      if (response.status === 401) refuseToken(message);
+      else showBanner(`Voice message refused: ${message}`);
+      setBusy(false);
+      return;
+    }
+    await response.text(); // the same frames arrive over the socket, which draws them
+  } catch (error) {
+    showBanner(`Voice message failed: ${error.message}`);
+    setBusy(false);
+  }
+}
+
+async function toggleRecording() {
+  if (state.recorder) {
+    state.recorder.stop();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    showBanner(`Microphone unavailable: ${error.message}`);
+    return;
+  }
+  const chunks = [];
+  const recorder = new MediaRecorder(stream);
+  state.recorder = recorder;
+  recorder.ondataavailable = (event) => {
+    if (event.data.size) chunks.push(event.data);
+  };
+  recorder.onstop = () => {
+    for (const track of stream.getTracks()) track.stop();
+    state.recorder = null;
+    $("#record").textContent = "🎤 Record";
+    $("#record").classList.remove("recording");
+    const type = recorder.mimeType || "audio/webm";
+    sendVoice(new Blob(chunks, { type }), type.includes("ogg") ? "voice.ogg" : "voice.webm");
+  };
+  recorder.start();
+  $("#record").textContent = "■ Send recording";
+  $("#record").classList.add("recording");
+}
+
+function sendVoiceFile() {
+  const input = $("#voice-file");
+  const file = input.files[0];
+  input.value = "";
+  if (file) sendVoice(file, file.name);
+}
+
+// An answer read aloud: fetched with the token, played from a blob: URL.
+async function listen(turn, messageId, button) {
+  button.disabled = true;
+  try {
+    const path = `/api/v1/chat/conversations/${state.conversationId}/messages/${messageId}`;
+    const response = await fetch(`${path}/speech?format=ogg`, {
+      headers: { Authorization: `Bearer ${state.token}` },
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error || `${response.status} ${response.statusText}`);
+    }
+    let audio = turn.node.querySelector("audio");
+    if (!audio) {
+      audio = el("audio");
+      audio.controls = true;
+      turn.meta.after(audio);
+    }
+    audio.src = URL.createObjectURL(await response.blob());
+    audio.play().catch(() => {}); // a page without a user gesture may not autoplay
+  } catch (error) {
+    showBanner(`Could not read the answer aloud: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function stop() {
@@ -428,12 +577,18 @@ function stop() {
 
 // ---- Turns -----------------------------------------------------------------------------
 
-function newTurn(question) {
+function newTurn(question, message) {
   const node = $("#turn-template").content.firstElementChild.cloneNode(true);
   const hint = $("#turns .hint");
   if (hint) hint.remove();
-  node.querySelector(".question").textContent = question;
-  node.querySelector(".question").hidden = !question;
+  const box = node.querySelector(".question");
+  box.textContent = question;
+  box.hidden = !question;
+  // What the question carried: a voice recording (its text is the transcript), attachments.
+  if (message && message.voice) box.prepend(el("span", "voice", "🎤 "));
+  for (const a of (message && message.attachments) || []) {
+    box.append(el("span", "chip attachment", `📎 ${a.filename}`));
+  }
   $("#turns").append(node);
   const turn = {
     node,
@@ -471,6 +626,12 @@ function finishTurn(turn, message, versions, warning) {
   if (message && message.status !== "complete") turn.meta.append(el("span", "warn", message.status));
   if (versions) turn.meta.append(el("span", "prompts", `prompts: ${versions}`));
   if (warning) turn.meta.append(el("span", "warn", warning));
+  if (message && message.id && message.content) {
+    const button = el("button", "small listen", "▶ Listen");
+    button.type = "button";
+    button.addEventListener("click", () => listen(turn, message.id, button));
+    turn.meta.append(button);
+  }
 }
 
 function linkCitations(text) {
@@ -573,6 +734,9 @@ $("#upload-form").addEventListener("submit", upload);
 $("#new-conv").addEventListener("click", newConversation);
 $("#composer").addEventListener("submit", send);
 $("#stop").addEventListener("click", stop);
+$("#attach").addEventListener("change", attach);
+$("#record").addEventListener("click", toggleRecording);
+$("#voice-file").addEventListener("change", sendVoiceFile);
 $("#turns").addEventListener("click", onCitationClick);
 $("#question").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) send(event);

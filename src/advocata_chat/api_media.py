@@ -1,0 +1,223 @@
+"""REST routes for images and voice in the chat (issue 16): a message with photos uploaded
+with it, a question sent as speech, and a message read aloud."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from sqlalchemy import select
+
+from advocata_chat import attachments, conversations, documents, speech, turns, voice
+from advocata_chat.api import AUTH, CONVERSATION, DB, TURN, TURN_OK, _answered, _sse, _wants_sse
+from advocata_chat.api_documents import UPLOAD
+from advocata_chat.conversations import readable
+from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
+from advocata_chat.errors import ModelError, ModelUnavailable, PayloadTooLarge, error_responses
+from advocata_chat.lease import MessageNotFound
+from advocata_chat.limits import RateLimited
+from advocata_chat.models import Message
+from advocata_chat.schemas import ConversationOut
+
+router = APIRouter(prefix="/api/v1/chat")
+CONV = "/conversations/{conversation_id}"
+USE_RAG_FORM = "Also search the user's other documents (`true`/`false`)"
+SPEECH_OK = {
+    200: {
+        "description": "The message spoken, in the format asked for",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in speech.MEDIA_TYPES.values()
+        },
+    }
+}
+
+
+async def _read(file: UploadFile, limit: int) -> bytes:
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
+    return data
+
+
+@router.post(
+    CONV + "/messages/upload",
+    response_model=ConversationOut,
+    tags=["chat"],
+    summary="Send a message with photos or scans",
+    responses={
+        **TURN_OK,
+        **error_responses(*AUTH, *DB, *CONVERSATION, *UPLOAD, RateLimited, *TURN),
+    },
+)
+async def send_with_files(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    rt: RuntimeDep,
+    request: Request,
+    message_content: Annotated[str, Form(description="The question about the files")],
+    files: Annotated[
+        list[UploadFile],
+        File(
+            description="Photos or scans (.jpg, .png, .tif, .heic) or documents; each one "
+            "is uploaded like `POST /api/v1/documents` and attached to the message"
+        ),
+    ],
+    use_rag: Annotated[bool, Form(description=USE_RAG_FORM)] = True,
+):
+    """Upload the files as documents (OCR-ed, indexed, counted against
+    `RATE_UPLOADS_PER_HOUR` like any upload; the same bytes again reuse the document) and
+    send the message with them attached, at most `MAX_ATTACHMENTS`. The answer cites each
+    file as a numbered source; with `OPENAI_VISION=true` the model also sees the images.
+    With `Accept: text/event-stream` the answer streams as Server-Sent Events.
+
+    The same, for files uploaded before: `POST .../messages` with `attachments: [ids]`."""
+    content = conversations.check_message(rt.settings, message_content)
+    # A stranger's conversation is a 404 before anything is uploaded in it.
+    await conversations.get(
+        rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
+    )
+    attachments.check_count(files, limit=rt.settings.max_attachments, field_name="files")
+    ids = []
+    for file in files:
+        data = await _read(file, rt.settings.max_upload_bytes)
+        doc, _ = await documents.upload(
+            rt, user_id=user, filename=(file.filename or "").replace("\x00", ""), data=data
+        )
+        await attachments.keep_original(
+            rt, document_id=doc.id, media_type=doc.media_type, data=data
+        )
+        ids.append(doc.id)
+    if _wants_sse(request):
+        return await _sse(request, rt, user, conversation_id, content, use_rag, attachments=ids)
+    result = await turns.run_turn(
+        rt,
+        user_id=user,
+        conversation_id=conversation_id,
+        content=content,
+        use_rag=use_rag,
+        attachments=ids,
+    )
+    return await _answered(rt, user, conversation_id, result)
+
+
+@router.post(
+    CONV + "/voice",
+    response_model=ConversationOut,
+    tags=["voice"],
+    summary="Ask a question by voice",
+    responses={
+        200: TURN_OK[200]
+        | {"description": "The conversation with the transcribed question and its answer"},
+        **error_responses(
+            *AUTH,
+            *DB,
+            *CONVERSATION,
+            PayloadTooLarge,
+            voice.AudioTooLong,
+            *UPLOAD,
+            voice.NoSpeech,
+            voice.TranscriptionUnavailable,
+            RateLimited,
+            *TURN,
+        ),
+    },
+)
+async def ask_by_voice(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    rt: RuntimeDep,
+    request: Request,
+    file: Annotated[
+        UploadFile, File(description="The recording: webm or ogg (Opus), wav, mp3 or m4a")
+    ],
+    use_rag: Annotated[bool, Form(description=USE_RAG_FORM)] = True,
+):
+    """Transcribe the recording (Russian) with the OpenAI-compatible speech recogniser at
+    `STT_BASE_URL` (default: the chat provider's `OPENAI_BASE_URL`) and answer the transcript
+    like a typed message. The user message stores `voice`: the transcript, its language and
+    the recording's length. At most `MAX_AUDIO_SECONDS` (413 `audio_too_long`); without a
+    recogniser, 503 `transcription_unavailable`. With `Accept: text/event-stream` the answer
+    streams as Server-Sent Events."""
+    await conversations.get(
+        rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
+    )
+    voice.endpoint(rt.settings)  # 503 before the upload is read when there is no recogniser
+    data = await _read(file, rt.settings.max_audio_bytes)
+    media_type, seconds = await voice.audio_info(rt.settings, data)
+    heard = await voice.transcribe(rt.settings, data=data, media_type=media_type)
+    heard["duration_seconds"] = heard["duration_seconds"] or round(seconds, 2)
+    content = conversations.check_message(rt.settings, heard["transcript"])
+    if _wants_sse(request):
+        return await _sse(request, rt, user, conversation_id, content, use_rag, voice=heard)
+    result = await turns.run_turn(
+        rt,
+        user_id=user,
+        conversation_id=conversation_id,
+        content=content,
+        use_rag=use_rag,
+        voice=heard,
+    )
+    return await _answered(rt, user, conversation_id, result)
+
+
+@router.get(
+    CONV + "/messages/{message_id}/speech",
+    tags=["voice"],
+    summary="Hear a message read aloud",
+    response_class=Response,
+    responses={
+        **SPEECH_OK,
+        **error_responses(
+            *AUTH,
+            *DB,
+            *CONVERSATION,
+            MessageNotFound,
+            speech.UnknownVoice,
+            speech.NothingToSay,
+            speech.SpeechUnavailable,
+            ModelError,
+            ModelUnavailable,
+        ),
+    },
+)
+async def message_speech(
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    who: CurrentPrincipal,
+    rt: RuntimeDep,
+    format: Annotated[speech.Format, Query(description="mp3, ogg (Opus) or wav")] = "mp3",
+    voice_name: Annotated[
+        str | None,
+        Query(
+            alias="voice",
+            description="The provider's voice (default `TTS_VOICE`), or offline an eSpeak NG "
+            "voice (default `ru`)",
+        ),
+    ] = None,
+):
+    """The message (usually an answer) spoken in Russian, without its `[n]` markers: by the
+    OpenAI-compatible `/v1/audio/speech` at `TTS_BASE_URL` when set, otherwise offline by
+    eSpeak NG. Synthesised once per message, voice and format, then served from the cache.
+    Lawyers can hear conversations shared with them."""
+    async with rt.sessions() as s:
+        await readable(s, user_id=who.user_id, conversation_id=conversation_id, lawyer=who.lawyer)
+        msg = await s.scalar(
+            select(Message).where(
+                Message.id == message_id, Message.conversation_id == conversation_id
+            )
+        )
+    if msg is None:
+        raise MessageNotFound("Message not found")
+    audio = await speech.speak(
+        rt, message_id=msg.id, content=msg.content, voice=voice_name, fmt=format
+    )
+    return Response(
+        audio,
+        media_type=speech.MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": f'inline; filename="answer-{msg.id}.{format}"',
+            "Cache-Control": "private, max-age=86400",
+        },
+    )
