@@ -15,7 +15,20 @@ from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
+from advocata_chat import (
+    api,
+    api_documents,
+    api_export,
+    api_feedback,
+    api_sharing,
+    api_templates,
+    api_turns,
+    db,
+    documents,
+    logs,
+    playground,
+    ws,
+)
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
 from advocata_chat.headers import DOCS_CSP, SecurityHeaders
@@ -124,6 +137,7 @@ def create_app(
         logs.install_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
         app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        app.state.sockets = ws.SocketCount()
         await app.state.hub.start()
         await documents.resume_stale(rt)
         try:
@@ -158,7 +172,11 @@ def create_app(
         docs_paths=["/docs", REDOC_URL, app.swagger_ui_oauth2_redirect_url],
     )
     app.include_router(api.router)
-    app.include_router(api_roadmap.router)
+    app.include_router(api_turns.router)
+    app.include_router(api_templates.router)
+    app.include_router(api_feedback.router)
+    app.include_router(api_export.router)
+    app.include_router(api_sharing.router)
     app.include_router(api_documents.router)
     app.include_router(ws.router)
     app.include_router(playground.router)
