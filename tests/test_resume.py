@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 import websockets
 
 from advocata_chat.auth import mint_token
+from advocata_chat.frames import MessageFrame, MessageReceived, Title, Token
+from advocata_chat.resume import Cursor
+from advocata_chat.schemas import MessageOut
 from tests.server import Server
 
 CHAT = "/api/v1/chat/conversations"
@@ -141,7 +145,7 @@ async def test_an_sse_stream_resumes_from_last_event_id_on_the_other_process(pai
                         break
         answer_id, _, offset = last_id.partition(":")
         assert int(offset) == len(had)
-        resumed, events = "", []
+        events = []
         headers_b = {**sse, "Last-Event-ID": last_id}
         async with client.stream("GET", f"{two.url}{CHAT}/{cid}/stream", headers=headers_b) as r:
             assert r.status_code == 200
@@ -195,3 +199,50 @@ async def test_resuming_a_finished_answer_sends_its_rest_and_the_final_message(
     assert token_frame == {"type": "token", "delta": answer["content"][5:], "offset": 5}
     assert final["type"] == "message" and final["message"]["id"] == answer["id"]
     assert unknown["type"] == "error" and unknown["code"] == "not_found"
+
+
+# -- the cursor's arithmetic (no gaps, so no database) ---------------------------------
+
+
+def _cursor(offset: int) -> Cursor:
+    return Cursor(None, None, conversation_id=uuid.uuid4(), message_id=ANSWER, offset=offset)  # type: ignore[arg-type]
+
+
+ANSWER = uuid.uuid4()
+
+
+def _final(content: str) -> MessageFrame:
+    message = MessageOut(
+        id=ANSWER,
+        conversation_id=uuid.uuid4(),
+        role="assistant",
+        content=content,
+        token_count=1,
+        status="complete",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return MessageFrame(message=message)
+
+
+async def test_the_cursor_drops_what_the_client_has_and_cuts_overlaps():
+    cursor = _cursor(5)
+    assert await cursor.admit(Token(delta="Прошу", offset=0)) == []  # all of it sent before
+    assert await cursor.admit(Token(delta="у вас", offset=4)) == [Token(delta=" вас", offset=5)]
+    assert await cursor.admit(Token(delta=" суд", offset=9)) == [Token(delta=" суд", offset=9)]
+    final = _final("Прошу вас суд.")
+    # The final message brings what the live deltas never did, then itself.
+    assert await cursor.admit(final) == [Token(delta=".", offset=13), final]
+    assert cursor.done and not cursor.detached
+
+
+async def test_after_the_final_message_the_answers_late_frames_are_dropped_until_a_new_turn():
+    cursor = _cursor(0)
+    final = _final("Да.")
+    assert await cursor.admit(final) == [Token(delta="Да.", offset=0), final]
+    assert await cursor.admit(Token(delta="Да", offset=0)) == []  # held back, already sent
+    assert await cursor.admit(final) == []
+    title = Title(title="Иск")
+    assert await cursor.admit(title) == [title]
+    later = MessageReceived(message=final.message, answer_id=uuid.uuid4())
+    assert await cursor.admit(later) == [later] and cursor.detached
+    assert await cursor.admit(Token(delta="Нет", offset=0)) == [Token(delta="Нет", offset=0)]

@@ -100,7 +100,10 @@ class Cursor:
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.sent = offset
-        self.done = False  # the answer ended: frames pass through unchanged
+        # The client has the whole answer (or the turn ended): this answer's late frames are
+        # dropped, the rest pass through, until the next turn starts (`detached`).
+        self.done = False
+        self.detached = False
 
     async def start(self) -> list[Frame]:
         """What the client lacks now: the text from its offset, and the final `message`
@@ -108,7 +111,7 @@ class Cursor:
         self.hub.request_flush(self.conversation_id)
         got = await stored_text(self.rt, self.conversation_id, self.message_id)
         if got is None:
-            self.done = True
+            self.done = self.detached = True
             return [Error.of(MessageNotFound("No such answer in this conversation"))]
         text, msg = got
         if msg is None:
@@ -125,17 +128,21 @@ class Cursor:
 
     async def admit(self, frame: Frame) -> list[Frame]:
         """The frames to send the client for a live `frame`."""
-        if self.done:
+        if self.detached:
             return [frame]
+        if isinstance(frame, MessageReceived) and frame.answer_id != self.message_id:
+            self.done = self.detached = True  # a later turn: its offsets start again from 0
+            return [frame]
+        ours = isinstance(frame, MessageFrame) and frame.message.id == self.message_id
+        if self.done:
+            return [] if ours or isinstance(frame, Token) else [frame]
         if isinstance(frame, Token):
             return await self._token(frame)
-        if isinstance(frame, MessageFrame) and frame.message.id == self.message_id:
+        if ours:
             self.done = True
             return [*self._upto(frame.message.content), frame]
         if isinstance(frame, Cancelled | Error):  # the turn ended with no final message
             self.done = True
-        if isinstance(frame, MessageReceived) and frame.answer_id != self.message_id:
-            self.done = True  # a later turn: its offsets start again from 0
         return [frame]
 
     async def _token(self, token: Token) -> list[Frame]:

@@ -239,7 +239,7 @@ class Writer:
         out: list[Frame] = []
         for frame in frames:
             out += await self.cursor.admit(frame) if self.cursor else [frame]
-            if self.cursor and self.cursor.done:
+            if self.cursor and self.cursor.detached:
                 self.cursor = None
         return out
 
