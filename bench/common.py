@@ -298,6 +298,8 @@ class Server:
             "RATE_MESSAGES_PER_MINUTE": "0",
             "RATE_UPLOADS_PER_HOUR": "0",
             "TOKEN_QUOTA": "0",
+            # The seeded chunks are USE vectors (bench.common.DIMS): the app must embed with it.
+            "OFFLINE_EMBEDDER": "use",
         }
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             env.pop(name, None)

@@ -15,7 +15,7 @@ import uuid
 import psycopg
 from pyinstrument import Profiler
 
-from advocata_chat import db, streaming, turns
+from advocata_chat import db, turns
 from advocata_chat.config import Settings
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
@@ -50,6 +50,10 @@ def by_package(frame, acc: collections.Counter, owner: str = "other") -> None:
             by_package(child, acc, owner)
 
 
+def ask(user: uuid.UUID, cid: uuid.UUID, question: str, rag: bool) -> turns.TurnRequest:
+    return turns.TurnRequest.send(user_id=user, conversation_id=cid, content=question, use_rag=rag)
+
+
 async def profile_turns(url: str, rag: bool) -> None:
     url = fresh_database(url, "profile")
     convs = await seed(url, 10_000, 16, 50)
@@ -57,13 +61,13 @@ async def profile_turns(url: str, rag: bool) -> None:
     rt = await start_runtime(settings, llm=FastChatModel(tokens=20))
     cid, user = convs[0]
     for q in QUESTIONS[:3]:  # warm up
-        await turns.run_turn(rt, user_id=user, conversation_id=cid, content=q, use_rag=rag)
+        await turns.run(rt, ask(user, cid, q, rag))
     profiler = Profiler(interval=0.0005)
     profiler.start()
     started, n = time.perf_counter(), 0
     for cid, user in convs[1:21]:
         for q in QUESTIONS[:2]:
-            await turns.run_turn(rt, user_id=user, conversation_id=cid, content=q, use_rag=rag)
+            await turns.run(rt, ask(user, cid, q, rag))
             n += 1
     session = profiler.stop()
     print(f"{(time.perf_counter() - started) / n * 1000:.1f} ms per turn (profiled)")
@@ -89,10 +93,7 @@ async def profile_stream(url: str) -> None:
 
     async def go(batch) -> None:
         await asyncio.gather(
-            *(
-                streaming.start_turn(rt, hub, user_id=u, conversation_id=c, content="Расскажите")
-                for c, u in batch
-            )
+            *(turns.start(rt, hub, ask(u, c, "Расскажите", True)) for c, u in batch)
         )
 
     await go(convs[:5])

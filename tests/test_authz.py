@@ -153,6 +153,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("POST", f"{C}/reply"): Rule("conversation"),
     ("POST", f"{C}/regenerate"): Rule("conversation"),
+    ("GET", f"{C}/stream"): Rule("conversation"),
     ("PATCH", f"{C}/messages/{{message_id}}"): Rule(
         "conversation", body=lambda w: {"content": "правка"}, message="question"
     ),
@@ -201,6 +202,7 @@ FRAMES: dict[str, Callable[[World], dict]] = {
     "edit": lambda w: {"type": "edit", "message_id": w.question_id, "content": "правка"},
     "cancel": lambda w: {"type": "cancel"},
     "ping": lambda w: {"type": "ping"},
+    "resume": lambda w: {"type": "resume", "message_id": w.answer_id, "offset": 3},
 }
 SOCKET_PATHS = {"/ws/chat/{conversation_id}"}
 STRANGERS = ("bob", "other_lawyer", "plain_shared")

@@ -43,6 +43,12 @@ async def test_history_round_trip_and_window(settings, database_url):
     assert [m.text for m in await tiny.aget_messages()] == ["ещё вопрос"]
     async with sessions() as s:
         assert (await s.get(Conversation, cid)).messages_count == 3
+    async with sessions.begin() as s:
+        (await s.get(Conversation, cid)).total_tokens = 500  # spent on answers
     await history.aclear()
     assert await history.aget_messages() == []
+    async with sessions() as s:
+        conv = await s.get(Conversation, cid)
+        # Cleared messages leave the chat; the tokens they cost stay spent.
+        assert (conv.messages_count, conv.total_tokens) == (0, 500)
     await engine.dispose()

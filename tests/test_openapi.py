@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from advocata_chat.app import create_app
 from advocata_chat.deps import current_principal, get_runtime
 
-TURN_CALLS = {"run_turn", "_sse"}  # what a handler calls to run (or stream) a turn
+TURN_CALLS = {"TurnRequest"}  # what a handler builds to run (or stream) a turn
 # Handlers that read only the runtime's in-memory state (templates, prompt files): they
 # cannot lose the database. Checked below to name neither `sessions` nor `engine`.
 IN_MEMORY = {"list_templates", "list_prompts"}

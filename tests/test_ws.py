@@ -55,6 +55,7 @@ async def test_a_turn_streams_every_frame_in_order(make_client, auth, token, ali
                 "type": "connected",
                 "conversation_id": cid,
                 "message": "Connected to chat",
+                "message_id": None,  # no answer in progress to resume
             }
             await ws.send_text(
                 json.dumps({"type": "message", "content": "Что делать после ДТП?", "use_rag": True})

@@ -1,68 +1,28 @@
-"""REST routes. Thin: parse, call a service, return."""
+"""REST routes of conversations: create, list, read, change, delete, and token stats.
+Thin: parse, call a service, return. The turn routes are in api_turns.py."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, Response
 
-from advocata_chat import conversations, limits, turns
+from advocata_chat import conversations, limits
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
-from advocata_chat.errors import (
-    ConversationNotFound,
-    DatabaseUnavailable,
-    InvalidInput,
-    ModelError,
-    ModelTimeout,
-    ModelUnavailable,
-    PayloadTooLarge,
-    Unauthorized,
-    error_responses,
-    is_database_down,
-)
-from advocata_chat.lease import ConversationBusy, ConversationNotActive, NothingToAnswer
-from advocata_chat.limits import QuotaExceeded, RateLimited
+from advocata_chat.errors import error_responses
 from advocata_chat.models import ConversationStatus
+from advocata_chat.responses import AUTH, CONVERSATION, DB, JSON_BODY, PARAMS
 from advocata_chat.schemas import (
-    SSE_EXAMPLE,
     ConversationOut,
     ConversationPage,
     CreateConversation,
     Quota,
-    Reply,
-    SendMessage,
     TokenStats,
     UpdateConversation,
 )
-from advocata_chat.streaming import sse_stream
 
-# What a route can return, by what it takes; each route's `responses=` lists its groups.
-# tests/test_openapi.py derives the same from the route table and fails on a missing one.
-AUTH = (Unauthorized,)  # a bearer token
-DB = (DatabaseUnavailable,)  # the route reads or writes the database
-PARAMS = (InvalidInput,)  # query or path parameters
-CONVERSATION = (ConversationNotFound, InvalidInput)  # a conversation id in the path
-JSON_BODY = (PayloadTooLarge, InvalidInput)
-TURN = (
-    ConversationNotActive,
-    NothingToAnswer,
-    ConversationBusy,
-    RateLimited,
-    QuotaExceeded,
-    ModelError,
-    ModelUnavailable,
-    ModelTimeout,
-)
-# A turn answers with the conversation, or streams it as Server-Sent Events.
-TURN_OK = {
-    200: {
-        "description": "The conversation with the answer; with `Accept: text/event-stream`, "
-        "the turn's frames as Server-Sent Events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}},
-    }
-}
+__all__ = ["AUTH", "CONVERSATION", "DB", "JSON_BODY", "PARAMS", "router"]  # groups: responses.py
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
@@ -170,107 +130,6 @@ async def delete_conversation(conversation_id: uuid.UUID, user: CurrentUser, rt:
     restores it."""
     await conversations.soft_delete(rt.sessions, user_id=user, conversation_id=conversation_id)
     return Response(status_code=204)
-
-
-@router.post(
-    "/conversations/{conversation_id}/messages",
-    response_model=ConversationOut,
-    summary="Send a message and get the answer",
-    responses={**TURN_OK, **error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY, *TURN)},
-)
-async def send_message(
-    conversation_id: uuid.UUID,
-    body: SendMessage,
-    user: CurrentUser,
-    rt: RuntimeDep,
-    request: Request,
-):
-    """Store the user's message, answer it (with `use_rag`, from the user's documents, with
-    `[n]` citations) and return the whole conversation. With `Accept: text/event-stream`
-    the answer streams as Server-Sent Events instead, with the WebSocket's frames
-    (`message_received`, `sources`, `token`, then `message` or `error`).
-
-    If the model fails, the message stays stored and the error's `detail.retry` names the
-    `reply` call that answers it; never send it again."""
-    content = conversations.check_message(rt.settings, body.message_content)
-    media = {"attachments": body.attachments}  # issue 16: photos and scans it carries
-    if _wants_sse(request):
-        return await _sse(request, rt, user, conversation_id, content, body.use_rag, **media)
-    result = await turns.run_turn(
-        rt,
-        user_id=user,
-        conversation_id=conversation_id,
-        content=content,
-        use_rag=body.use_rag,
-        **media,
-    )
-    return await _answered(rt, user, conversation_id, result)
-
-
-@router.post(
-    "/conversations/{conversation_id}/reply",
-    response_model=ConversationOut,
-    responses={**TURN_OK, **error_responses(*AUTH, *DB, *CONVERSATION, *JSON_BODY, *TURN)},
-    summary="Answer the pending user message",
-    description="Generates the assistant's answer to the conversation's last message when "
-    "that message is the user's: after creating a conversation with `initial_message`, or to "
-    "retry after a model failure. 409 when there is nothing to answer.",
-)
-async def reply(
-    conversation_id: uuid.UUID,
-    user: CurrentUser,
-    rt: RuntimeDep,
-    request: Request,
-    body: Reply | None = None,
-):
-    use_rag = body.use_rag if body else True
-    if _wants_sse(request):
-        return await _sse(request, rt, user, conversation_id, None, use_rag)
-    result = await turns.run_turn(
-        rt, user_id=user, conversation_id=conversation_id, content=None, use_rag=use_rag
-    )
-    return await _answered(rt, user, conversation_id, result)
-
-
-async def _answered(rt, user, conversation_id, result: turns.TurnResult):
-    """The conversation after a turn. The answer is stored: if the database goes away
-    before it can be read back, the 503 names the stored message (never send it again)."""
-    try:
-        return await conversations.get(rt.sessions, user_id=user, conversation_id=conversation_id)
-    except Exception as exc:
-        if not is_database_down(exc):
-            raise
-        raise DatabaseUnavailable(
-            conversation_id=conversation_id, user_message_id=result.user_message.id
-        ) from exc
-
-
-def _wants_sse(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")
-
-
-async def _sse(
-    request, rt, user, conversation_id, content, use_rag, mode: str = "send", **media
-) -> StreamingResponse:
-    # Ownership is checked before the stream starts, so a 404 is still a plain 404.
-    await conversations.get(
-        rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
-    )
-    events = sse_stream(
-        rt,
-        request.app.state.hub,
-        user_id=user,
-        conversation_id=conversation_id,
-        content=content,
-        use_rag=use_rag,
-        mode=mode,
-        **media,  # issue 16: attachments, voice
-    )
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
 @router.get(

@@ -9,19 +9,20 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlalchemy import select
 
-from advocata_chat import attachments, conversations, documents, speech, turns, voice
-from advocata_chat.api import AUTH, CONVERSATION, DB, TURN, TURN_OK, _answered, _sse, _wants_sse
+from advocata_chat import attachments, conversations, documents, speech, voice
 from advocata_chat.api_documents import UPLOAD
+from advocata_chat.api_turns import TURN, TURN_OK, answer
 from advocata_chat.conversations import readable
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
 from advocata_chat.errors import ModelError, ModelUnavailable, PayloadTooLarge, error_responses
-from advocata_chat.lease import MessageNotFound
 from advocata_chat.limits import RateLimited
+from advocata_chat.messages import MessageNotFound
 from advocata_chat.models import Message
+from advocata_chat.responses import AUTH, CONV, CONVERSATION, DB
 from advocata_chat.schemas import ConversationOut
+from advocata_chat.turns import TurnRequest
 
 router = APIRouter(prefix="/api/v1/chat")
-CONV = "/conversations/{conversation_id}"
 USE_RAG_FORM = "Also search the user's other documents (`true`/`false`)"
 SPEECH_OK = {
     200: {
@@ -89,17 +90,14 @@ async def send_with_files(
             rt, document_id=doc.id, media_type=doc.media_type, data=data
         )
         ids.append(doc.id)
-    if _wants_sse(request):
-        return await _sse(request, rt, user, conversation_id, content, use_rag, attachments=ids)
-    result = await turns.run_turn(
-        rt,
+    req = TurnRequest.send(
         user_id=user,
         conversation_id=conversation_id,
         content=content,
         use_rag=use_rag,
         attachments=ids,
     )
-    return await _answered(rt, user, conversation_id, result)
+    return await answer(request, rt, req)
 
 
 @router.post(
@@ -149,17 +147,10 @@ async def ask_by_voice(
     heard = await voice.transcribe(rt.settings, data=data, media_type=media_type)
     heard["duration_seconds"] = heard["duration_seconds"] or round(seconds, 2)
     content = conversations.check_message(rt.settings, heard["transcript"])
-    if _wants_sse(request):
-        return await _sse(request, rt, user, conversation_id, content, use_rag, voice=heard)
-    result = await turns.run_turn(
-        rt,
-        user_id=user,
-        conversation_id=conversation_id,
-        content=content,
-        use_rag=use_rag,
-        voice=heard,
+    req = TurnRequest.send(
+        user_id=user, conversation_id=conversation_id, content=content, use_rag=use_rag, voice=heard
     )
-    return await _answered(rt, user, conversation_id, result)
+    return await answer(request, rt, req)
 
 
 @router.get(

@@ -18,8 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from advocata_chat import (
     api,
     api_documents,
+    api_export,
+    api_feedback,
     api_media,
-    api_roadmap,
+    api_sharing,
+    api_templates,
+    api_turns,
     db,
     documents,
     logs,
@@ -78,7 +82,7 @@ class BodySizeLimit:
             return
         limit = self.max_bytes
         path = scope["path"].rstrip("/")
-        # Uploads: documents, and (issue 16) photos with a message and voice messages.
+        # Uploads: documents, and photos with a message and voice messages.
         if path == "/api/v1/documents" or path.endswith(("/messages/upload", "/voice")):
             limit = self.max_upload_bytes
         length = dict(scope["headers"]).get(b"content-length")
@@ -137,6 +141,7 @@ def create_app(
         logs.install_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
         app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        app.state.sockets = ws.SocketCount()
         await app.state.hub.start()
         await documents.resume_stale(rt)
         try:
@@ -171,9 +176,13 @@ def create_app(
         docs_paths=["/docs", REDOC_URL, app.swagger_ui_oauth2_redirect_url],
     )
     app.include_router(api.router)
-    app.include_router(api_roadmap.router)
+    app.include_router(api_turns.router)
+    app.include_router(api_templates.router)
+    app.include_router(api_feedback.router)
+    app.include_router(api_export.router)
+    app.include_router(api_sharing.router)
     app.include_router(api_documents.router)
-    app.include_router(api_media.router)  # issue 16: photos with a message, voice in and out
+    app.include_router(api_media.router)  # photos with a message, voice in and out
     app.include_router(ws.router)
     app.include_router(playground.router)
 

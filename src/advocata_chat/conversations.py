@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from advocata_chat import messages as writer
 from advocata_chat.config import Settings
 from advocata_chat.errors import ConversationNotFound, InvalidInput
-from advocata_chat.history import preview
 from advocata_chat.models import (
     Conversation,
     ConversationStatus,
@@ -150,11 +150,8 @@ async def create(
     async with sessions.begin() as s:
         s.add(conv)
         if text is not None:
-            await s.flush()  # the conversation row must exist before its first message
             msg = Message(conversation_id=conv.id, role=Role.user, content=text, created_at=now)
-            s.add(msg)
-            conv.messages_count = 1
-            conv.last_message_preview = preview(text)
+            await writer.add(s, msg)  # also sets the counters on `conv`
             messages.append(msg)
     return _out(conv, messages)
 

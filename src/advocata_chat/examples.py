@@ -176,23 +176,38 @@ _FRAMES = [
     {
         "type": "message_received",
         "message": {"id": QUESTION_ID, "role": "user", "content": QUESTION["content"]},
+        "answer_id": ANSWER_ID,
     },
     {
         "type": "sources",
         "sources": [{"n": 1, "title": "Извещение о ДТП", "page": 1, "found_by": "both"}],
     },
-    {"type": "token", "delta": "Да, "},
-    {"type": "token", "delta": "вы можете получить компенсацию."},
+    {"type": "token", "delta": "Да, ", "offset": 0},
+    {"type": "token", "delta": "вы можете получить компенсацию.", "offset": 4},
     {
         "type": "message",
         "message": {"id": ANSWER_ID, "role": "assistant", "token_count": 1250},
         "conversation": {"total_tokens": 1250, "messages_count": 3},
     },
 ]
-SSE = "".join(
-    f"event: {f['type']}\ndata: {json.dumps(f, ensure_ascii=False, separators=(',', ':'))}\n\n"
-    for f in _FRAMES
-)
+
+
+def _sse_id(f: dict) -> str:
+    # Token events carry `<answer id>:<offset reached>`, for resuming (GET .../stream).
+    return f"id: {ANSWER_ID}:{f['offset'] + len(f['delta'])}\n" if f["type"] == "token" else ""
+
+
+def _sse(frames: list[dict]) -> str:
+    return "".join(
+        f"{_sse_id(f)}event: {f['type']}\n"
+        f"data: {json.dumps(f, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        for f in frames
+    )
+
+
+SSE = _sse(_FRAMES)
+# `GET .../stream` with `Last-Event-ID: <answer id>:4`: the rest of the answer, then `message`.
+SSE_RESUMED = _sse(_FRAMES[3:])
 
 EXPORT_MD = (
     "# Консультация по ДТП\n\n"

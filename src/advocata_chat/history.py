@@ -7,20 +7,15 @@ from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from advocata_chat.models import Conversation, Message, Role, utcnow
+from advocata_chat import messages as writer
+from advocata_chat.models import Message, Role, utcnow
 from advocata_chat.tokens import count_tokens
 
 _TO_LC = {Role.user: HumanMessage, Role.assistant: AIMessage, Role.system: SystemMessage}
 _FROM_LC = {"human": Role.user, "ai": Role.assistant, "system": Role.system}
-PREVIEW_CHARS = 120
-
-
-def preview(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 def message_cost(content: str) -> int:
@@ -39,6 +34,31 @@ def fit_window(newest_first: Sequence[tuple[str, str]], budget: int) -> list[tup
         window.append((role, content))
     window.reverse()
     return window
+
+
+async def window(
+    s: AsyncSession,
+    conversation_id: uuid.UUID,
+    *,
+    max_messages: int,
+    max_tokens: int,
+    before_seq: int | None = None,
+) -> list[BaseMessage]:
+    """The bounded window of the conversation's visible messages, oldest first (see
+    `PostgresChatHistory`); read in the caller's transaction."""
+    query = (
+        select(Message.role, Message.content)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.superseded_at.is_(None),  # replaced by a regenerated or edited version
+        )
+        .order_by(Message.seq.desc())
+        .limit(max_messages)
+    )
+    if before_seq is not None:
+        query = query.where(Message.seq < before_seq)
+    rows = (await s.execute(query)).all()
+    return [_TO_LC[Role(r)](content=c) for r, c in fit_window(rows, max_tokens)]
 
 
 class PostgresChatHistory(BaseChatMessageHistory):
@@ -65,53 +85,38 @@ class PostgresChatHistory(BaseChatMessageHistory):
         self.before_seq = before_seq
 
     async def aget_messages(self) -> list[BaseMessage]:
-        query = (
-            select(Message.role, Message.content)
-            .where(
-                Message.conversation_id == self.conversation_id,
-                Message.superseded_at.is_(None),  # replaced by a regenerated or edited version
-            )
-            .order_by(Message.seq.desc())
-            .limit(self.max_messages)
-        )
-        if self.before_seq is not None:
-            query = query.where(Message.seq < self.before_seq)
         async with self.sessions() as s:
-            rows = (await s.execute(query)).all()
-        return [_TO_LC[Role(r)](content=c) for r, c in fit_window(rows, self.max_tokens)]
+            return await window(
+                s,
+                self.conversation_id,
+                max_messages=self.max_messages,
+                max_tokens=self.max_tokens,
+                before_seq=self.before_seq,
+            )
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        if not messages:
-            return
         now = utcnow()
         async with self.sessions.begin() as s:
             for m in messages:
-                s.add(
-                    Message(
-                        conversation_id=self.conversation_id,
-                        role=_FROM_LC.get(m.type, Role.user),
-                        content=m.text,
-                        created_at=now,
-                    )
-                )
-            await s.execute(
-                update(Conversation)
-                .where(Conversation.id == self.conversation_id)
-                .values(
-                    messages_count=Conversation.messages_count + len(messages),
-                    last_message_at=now,
-                    updated_at=now,
-                    last_message_preview=preview(messages[-1].text),
-                )
-            )
+                role = _FROM_LC.get(m.type, Role.user)
+                msg = Message(conversation_id=self.conversation_id, role=role, content=m.text)
+                msg.created_at = now
+                await writer.add(s, msg)
 
     async def aclear(self) -> None:
+        """Hide every message, as regenerate and edit hide old versions: they stay stored,
+        and the tokens they cost stay counted."""
         async with self.sessions.begin() as s:
-            await s.execute(delete(Message).where(Message.conversation_id == self.conversation_id))
-            await s.execute(
-                update(Conversation)
-                .where(Conversation.id == self.conversation_id)
-                .values(messages_count=0, total_tokens=0, last_message_preview=None)
+            hidden = await s.execute(
+                update(Message)
+                .where(
+                    Message.conversation_id == self.conversation_id,
+                    Message.superseded_at.is_(None),
+                )
+                .values(superseded_at=utcnow())
+            )
+            await writer.update_conversation(
+                s, self.conversation_id, superseded=hidden.rowcount, last_message_preview=None
             )
 
     @property

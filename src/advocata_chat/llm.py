@@ -105,7 +105,9 @@ class UsageTracker(AsyncCallbackHandler):
     bills 0.
     """
 
-    run_inline = True  # no task per streamed token (see TokenEmitter)
+    # Awaited in place: otherwise LangChain wraps every token's callback in its own task,
+    # which was the largest per-token cost in bench/fanout.py.
+    run_inline = True
 
     def __init__(self, *, estimate: bool = True) -> None:
         self.estimate = estimate

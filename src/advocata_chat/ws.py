@@ -9,18 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from advocata_chat import attachments, conversations
+from advocata_chat import attachments, conversations, resume, turns
 from advocata_chat.auth import Principal, bearer_token, decode_principal
-from advocata_chat.errors import AppError, ConversationNotFound, InvalidInput, Unauthorized
-from advocata_chat.hub import dumps
-from advocata_chat.streaming import error_frame, start_turn
+from advocata_chat.errors import (
+    AppError,
+    ConversationNotFound,
+    DatabaseUnavailable,
+    InvalidInput,
+    Unauthorized,
+    is_database_down,
+)
+from advocata_chat.frames import (
+    CLIENT_FRAMES,
+    CancelFrame,
+    ClientFrameBase,
+    Connected,
+    EditFrame,
+    Error,
+    Frame,
+    PingFrame,
+    Pong,
+    RegenerateFrame,
+    ReplyFrame,
+    ResumeFrame,
+    SendFrame,
+    bad,
+    parse_client,
+)
+from advocata_chat.resume import Cursor
+from advocata_chat.turns import TurnRequest
 
 router = APIRouter()
 
@@ -30,10 +55,10 @@ CLOSE_BAD_REQUEST = 4400
 
 
 CLOSE_TOO_MANY = 4429
-
-# The frames a client may send. Anything else is `unknown_frame`, so a new frame type must
-# be listed here, and the tests that go through every frame type pick it up.
-CLIENT_FRAMES = ("message", "reply", "regenerate", "edit", "cancel", "ping")
+# How long a socket that connected mid-answer waits for the client's `resume` before it
+# sends the answer from its start (see Writer).
+RESUME_GRACE_SECONDS = 0.5
+__all__ = ["CLIENT_FRAMES", "router"]  # the client frames are frames.ClientFrame
 
 
 class TooManySockets(AppError):
@@ -62,6 +87,25 @@ class TokenBucket:
         return True
 
 
+class SocketCount:
+    """Open sockets per user in this process (MAX_SOCKETS_PER_USER applies per process)."""
+
+    def __init__(self) -> None:
+        self.open: Counter[uuid.UUID] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, user: uuid.UUID, limit: int):
+        if limit and self.open[user] >= limit:
+            raise TooManySockets(f"Too many open sockets: the limit is {limit} per user")
+        self.open[user] += 1
+        try:
+            yield
+        finally:
+            self.open[user] -= 1
+            if not self.open[user]:
+                del self.open[user]
+
+
 class UserMismatch(AppError):
     status_code = 400
     code = "user_mismatch"
@@ -80,43 +124,136 @@ async def _authenticate(ws: WebSocket) -> Principal:
     return who
 
 
-@router.websocket("/ws/chat/{conversation_id}")
-async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
-    rt, hub = ws.app.state.runtime, ws.app.state.hub
-    await ws.accept()
+async def _refuse(ws: WebSocket, exc: AppError, code: int) -> None:
+    await ws.send_text(Error.of(exc).encode())
+    await ws.close(code=code, reason=exc.message[:120])
+
+
+async def _open(ws: WebSocket, conversation_id: str) -> tuple[Principal, uuid.UUID] | None:
+    """Authenticate and find the conversation; close the socket and return None if not."""
+    rt = ws.app.state.runtime
     try:
         who = await _authenticate(ws)
-        user = who.user_id
         try:
             cid = uuid.UUID(conversation_id)
         except ValueError:
             raise ConversationNotFound() from None
         await conversations.get(
-            rt.sessions, user_id=user, conversation_id=cid, include_messages=False
+            rt.sessions, user_id=who.user_id, conversation_id=cid, include_messages=False
         )
     except AppError as exc:
         code = {Unauthorized: CLOSE_UNAUTHORIZED, UserMismatch: CLOSE_BAD_REQUEST}.get(
             type(exc), CLOSE_NOT_FOUND
         )
-        await ws.send_text(dumps(error_frame(exc)))
-        await ws.close(code=code, reason=exc.message[:120])
-        return
+        await _refuse(ws, exc, code)
+        return None
+    return who, cid
 
-    limit = rt.settings.max_sockets_per_user
-    if limit and hub.sockets.get(user, 0) >= limit:
-        exc = TooManySockets(f"Too many open sockets: the limit is {limit} per user")
-        await ws.send_text(dumps(error_frame(exc)))
-        await ws.close(code=CLOSE_TOO_MANY, reason=exc.message)
-        return
-    hub.sockets[user] = hub.sockets.get(user, 0) + 1
 
-    # One writer per socket: hub events and direct replies share this queue.
-    outbox: asyncio.Queue[str] = asyncio.Queue()
-    hub.subscribe(cid, outbox)
-    outbox.put_nowait(
-        dumps({"type": "connected", "conversation_id": str(cid), "message": "Connected to chat"})
-    )
-    writer = asyncio.create_task(_write(ws, outbox))
+@router.websocket("/ws/chat/{conversation_id}")
+async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
+    rt = ws.app.state.runtime
+    await ws.accept()
+    opened = await _open(ws, conversation_id)
+    if opened is None:
+        return
+    who, cid = opened
+    try:
+        with ws.app.state.sockets.hold(who.user_id, rt.settings.max_sockets_per_user):
+            await _serve(ws, who, cid)
+    except TooManySockets as exc:
+        await _refuse(ws, exc, CLOSE_TOO_MANY)
+
+
+@dataclass
+class Direct:
+    """A frame for this socket only (the reply to a client frame): never held back."""
+
+    frame: Frame
+
+
+@dataclass
+class Resume:
+    """Continue answer `message_id` from `offset` (the client's `resume` frame, or the
+    end of the grace after connecting, from the start)."""
+
+    message_id: uuid.UUID
+    offset: int
+    auto: bool = False
+
+
+class Writer:
+    """The socket's one writer: hub frames, direct replies and resumes share its queue.
+
+    A socket that connects while an answer is being generated holds that conversation's
+    frames until the client says where it is in the answer (`resume`), or for
+    RESUME_GRACE_SECONDS, after which it gets the answer from its start: either way the
+    client sees every character once, in order (resume.Cursor)."""
+
+    def __init__(self, ws: WebSocket, cid: uuid.UUID, in_progress: uuid.UUID | None) -> None:
+        self.ws, self.cid = ws, cid
+        self.rt, self.hub = ws.app.state.runtime, ws.app.state.hub
+        self.outbox: asyncio.Queue[Frame | Direct | Resume] = asyncio.Queue()
+        self.held: list[Frame] | None = [] if in_progress else None
+        self.cursor: Cursor | None = None
+
+    async def run(self) -> None:
+        with contextlib.suppress(Exception):
+            while self.ws.application_state == WebSocketState.CONNECTED:
+                for frame in await self._safely(await self.outbox.get()):
+                    await self.ws.send_text(frame.encode())
+
+    async def _safely(self, item: Frame | Direct | Resume) -> list[Frame]:
+        try:
+            return await self._next(item)
+        except Exception as exc:
+            if not is_database_down(exc):  # resuming reads the database
+                raise
+            self.held, self.cursor = None, None
+            return [Error.of(DatabaseUnavailable())]
+
+    async def _next(self, item: Frame | Direct | Resume) -> list[Frame]:
+        if isinstance(item, Direct):
+            return [item.frame]
+        if isinstance(item, Resume):
+            return await self._resume(item)
+        if self.held is not None:
+            self.held.append(item)
+            return []
+        return await self._through_cursor([item])
+
+    async def _resume(self, item: Resume) -> list[Frame]:
+        if item.auto and self.held is None:
+            return []  # the client resumed (or the answer ended) before the grace ran out
+        held, self.held = self.held or [], None
+        self.cursor = Cursor(
+            self.rt,
+            self.hub,
+            conversation_id=self.cid,
+            message_id=item.message_id,
+            offset=item.offset,
+        )
+        return [*await self.cursor.start(), *await self._through_cursor(held)]
+
+    async def _through_cursor(self, frames: list[Frame]) -> list[Frame]:
+        out: list[Frame] = []
+        for frame in frames:
+            out += await self.cursor.admit(frame) if self.cursor else [frame]
+            if self.cursor and self.cursor.detached:
+                self.cursor = None
+        return out
+
+
+async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
+    rt, hub = ws.app.state.runtime, ws.app.state.hub
+    answering = await resume.in_progress(rt, cid)
+    out = Writer(ws, cid, answering)
+    hub.subscribe(cid, out.outbox)
+    out.outbox.put_nowait(Direct(Connected(conversation_id=cid, message_id=answering)))
+    if answering:
+        grace = Resume(answering, 0, auto=True)
+        asyncio.get_running_loop().call_later(RESUME_GRACE_SECONDS, out.outbox.put_nowait, grace)
+    writer = asyncio.create_task(out.run())
     bucket = TokenBucket(rt.settings.max_ws_frames_per_second, rt.clock)
     try:
         while True:
@@ -129,117 +266,55 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
                 writer.cancel()
                 with contextlib.suppress(BaseException):
                     await writer
-                exc = Unauthorized("Token has expired")
-                await ws.send_text(dumps(error_frame(exc)))
-                await ws.close(code=CLOSE_UNAUTHORIZED, reason=exc.message)
+                await _refuse(ws, Unauthorized("Token has expired"), CLOSE_UNAUTHORIZED)
                 break
             raw = message.get("text")
             if raw is None:
                 raw = (message.get("bytes") or b"").decode("utf-8", "replace")
             if not bucket.take():
-                frame = _bad("Too many frames; slow down", "rate_limited")
+                reply = bad("Too many frames; slow down", "rate_limited")
             else:
-                frame = _handle(ws, rt, hub, user, cid, raw)
-            if frame is not None:
-                outbox.put_nowait(dumps(frame))
+                frame = parse_client(raw, max_bytes=rt.settings.max_ws_frame_bytes)
+                reply = frame if isinstance(frame, Error) else _handle(out, who.user_id, frame)
+            if reply is not None:
+                out.outbox.put_nowait(Direct(reply))
     finally:
-        hub.sockets[user] -= 1
-        if not hub.sockets[user]:
-            del hub.sockets[user]
-        hub.unsubscribe(cid, outbox)
+        hub.unsubscribe(cid, out.outbox)
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
 
 
-async def _write(ws: WebSocket, outbox: asyncio.Queue[str]) -> None:
-    with contextlib.suppress(Exception):
-        while ws.application_state == WebSocketState.CONNECTED:
-            await ws.send_text(await outbox.get())
+def _request(user: uuid.UUID, cid: uuid.UUID, frame: ClientFrameBase, settings) -> TurnRequest:
+    """The turn a message, reply, regenerate or edit frame asks for (InvalidInput if its
+    content is empty or too long)."""
+    who = {"user_id": user, "conversation_id": cid, "use_rag": frame.use_rag}
+    match frame:
+        case SendFrame():
+            content = conversations.check_message(settings, frame.content, field="content")
+            ids = attachments.check_count(frame.attachments, limit=settings.max_attachments)
+            return TurnRequest.send(**who, content=content, attachments=ids)
+        case EditFrame():
+            content = conversations.check_message(settings, frame.content, field="content")
+            return TurnRequest.edit(**who, message_id=frame.message_id, content=content)
+        case RegenerateFrame():
+            return TurnRequest.regenerate(**who)
+    return TurnRequest.reply(**who)
 
 
-def _bad(message: str, code: str) -> dict:
-    return {"type": "error", "error": message, "code": code}
-
-
-def _handle(ws, rt, hub, user: uuid.UUID, cid: uuid.UUID, raw: str) -> dict | None:
+def _handle(out: Writer, user: uuid.UUID, frame: ClientFrameBase) -> Frame | None:
     """Act on one client frame; return a frame for this socket only, if any."""
-    if len(raw.encode()) > rt.settings.max_ws_frame_bytes:
-        return _bad(
-            f"Frame is over the {rt.settings.max_ws_frame_bytes}-byte limit", "frame_too_large"
-        )
-    try:
-        frame = json.loads(raw)
-    except (ValueError, RecursionError):
-        # ValueError also covers integers past Python's 4300-digit limit, RecursionError
-        # thousands of nested brackets; neither is a JSONDecodeError.
-        return _bad("Frame is not valid JSON", "invalid_json")
-    if not isinstance(frame, dict):
-        return _bad("Frame must be a JSON object", "invalid_frame")
-    kind = frame.get("type")
-    if kind not in CLIENT_FRAMES:
-        return _bad(
-            f"Unknown frame type {kind!r}; expected one of: {', '.join(CLIENT_FRAMES)}",
-            "unknown_frame",
-        )
-    use_rag = frame.get("use_rag", True)
-    if not isinstance(use_rag, bool):
-        return _bad("use_rag must be true or false", "validation_error")
-    if kind == "message":
-        content = frame.get("content")
-        if not isinstance(content, str):
-            return _bad("A message frame needs a string 'content'", "validation_error")
-        try:
-            content = conversations.check_message(rt.settings, content, field="content")
-            # Issue 16: ids of uploaded documents (photos, scans) the message carries.
-            ids = attachments.parse_ids(frame.get("attachments"), limit=rt.settings.max_attachments)
-        except InvalidInput as exc:
-            return error_frame(exc)
-        start_turn(
-            rt,
-            hub,
-            user_id=user,
-            conversation_id=cid,
-            content=content,
-            use_rag=use_rag,
-            attachments=ids,
-        )
-    elif kind in ("reply", "regenerate"):
-        start_turn(
-            rt,
-            hub,
-            user_id=user,
-            conversation_id=cid,
-            content=None,
-            use_rag=use_rag,
-            mode="regenerate" if kind == "regenerate" else "send",
-        )
-    elif kind == "edit":
-        content, message_id = frame.get("content"), frame.get("message_id")
-        try:
-            edit_id = uuid.UUID(str(message_id))
-            if not isinstance(content, str):
-                raise ValueError
-        except ValueError:
-            return _bad(
-                "An edit frame needs 'message_id' and a string 'content'", "validation_error"
-            )
-        try:
-            content = conversations.check_message(rt.settings, content, field="content")
-        except InvalidInput as exc:
-            return error_frame(exc)
-        start_turn(
-            rt,
-            hub,
-            user_id=user,
-            conversation_id=cid,
-            content=content,
-            use_rag=use_rag,
-            mode="edit",
-            edit_id=edit_id,
-        )
-    elif kind == "cancel":
-        asyncio.get_running_loop().create_task(hub.cancel(cid))
-    elif kind == "ping":
-        return {"type": "pong"}
+    rt, hub, cid = out.rt, out.hub, out.cid
+    match frame:
+        case PingFrame():
+            return Pong()
+        case CancelFrame():
+            hub.cancel(cid)  # in whichever process the answer is being generated
+        case ResumeFrame():
+            out.outbox.put_nowait(Resume(frame.message_id, frame.offset))
+        case SendFrame() | ReplyFrame() | RegenerateFrame() | EditFrame():
+            try:
+                turns.start(rt, hub, _request(user, cid, frame, rt.settings))
+            except InvalidInput as exc:
+                return Error.of(exc)
     return None
