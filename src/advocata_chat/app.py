@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,13 +16,14 @@ from langchain_core.language_models import BaseChatModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from advocata_chat import api, api_documents, api_roadmap, db, documents, logs, playground, ws
+from advocata_chat import api, api_documents, api_roadmap, db, jobs, logs, playground, ws
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
+from advocata_chat.frames import document_frame, document_topic
 from advocata_chat.headers import DOCS_CSP, SecurityHeaders
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
-from advocata_chat.schemas import Health, Readiness
+from advocata_chat.schemas import DocumentOut, Health, Readiness
 
 DESCRIPTION = """Legal consultations in Russian, grounded in the user's own documents: answers
 cite their sources as `[n]`.
@@ -123,14 +125,23 @@ def create_app(
             logs.configure(settings.log_format, settings.log_level)
         logs.install_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
-        app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
-        await app.state.hub.start()
-        await documents.resume_stale(rt)
-        try:
-            yield
-        finally:
-            await app.state.hub.stop()
-            await rt.close()
+        hub = app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        await hub.start()
+
+        async def publish(doc: DocumentOut) -> None:
+            await hub.publish(document_topic(doc.user_id), document_frame(doc))
+
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.ingest_worker_in_api:
+                await stack.enter_async_context(
+                    jobs.running(rt, concurrency=settings.ingest_concurrency, publish=publish)
+                )
+            try:
+                yield
+            finally:
+                await stack.aclose()
+                await hub.stop()
+                await rt.close()
 
     # Swagger UI and ReDoc come from files inside the fastapi-offline wheel, not a CDN.
     app = FastAPIOffline(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 
 from langchain_core.callbacks import AsyncCallbackHandler
 
 from advocata_chat.models import Message
-from advocata_chat.schemas import MessageOut
+from advocata_chat.schemas import DocumentOut, MessageOut
 
 Emit = Callable[[dict], Awaitable[None]]
 
@@ -59,3 +60,14 @@ def public_source(source: dict) -> dict:
         "found_by",
     )
     return {k: source.get(k) for k in keys} | {"content": source.get("content", "")}
+
+
+def document_topic(user_id: uuid.UUID) -> str:
+    """The hub topic of a user's document events; every socket of the user subscribes."""
+    return f"documents:{user_id}"
+
+
+def document_frame(doc: DocumentOut) -> dict:
+    """Sent to each of the owner's sockets when a document changes state or progresses."""
+    fields = {"id", "title", "status", "progress", "chunk_count", "error", "error_code"}
+    return {"type": "document", **doc.model_dump(mode="json", include=fields)}

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketState
 from advocata_chat import conversations
 from advocata_chat.auth import Principal, bearer_token, decode_principal
 from advocata_chat.errors import AppError, ConversationNotFound, InvalidInput, Unauthorized
+from advocata_chat.frames import document_topic
 from advocata_chat.hub import dumps
 from advocata_chat.streaming import error_frame, start_turn
 
@@ -113,6 +114,7 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
     # One writer per socket: hub events and direct replies share this queue.
     outbox: asyncio.Queue[str] = asyncio.Queue()
     hub.subscribe(cid, outbox)
+    hub.subscribe(document_topic(user), outbox)  # `document` frames (ingest.py)
     outbox.put_nowait(
         dumps({"type": "connected", "conversation_id": str(cid), "message": "Connected to chat"})
     )
@@ -147,6 +149,7 @@ async def chat_socket(ws: WebSocket, conversation_id: str) -> None:
         if not hub.sockets[user]:
             del hub.sockets[user]
         hub.unsubscribe(cid, outbox)
+        hub.unsubscribe(document_topic(user), outbox)
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
