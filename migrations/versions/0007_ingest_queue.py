@@ -51,6 +51,13 @@ def upgrade() -> None:
     op.add_column("documents", sa.Column("progress", pg.JSONB, nullable=True))
     op.add_column("documents", sa.Column("error_code", sa.String(64), nullable=True))
     op.add_column("documents", sa.Column("error_detail", pg.JSONB, nullable=True))
+    # Workers look for documents left without a job every few seconds (jobs.py, orphans).
+    op.create_index(
+        "ix_documents_unfinished",
+        "documents",
+        ["updated_at"],
+        postgresql_where=sa.text("status IN ('queued', 'processing')"),
+    )
     op.create_table(
         "document_files",
         sa.Column(
@@ -89,6 +96,7 @@ def downgrade() -> None:
         """
     )
     op.drop_table("document_files")
+    op.drop_index("ix_documents_unfinished", table_name="documents")
     op.drop_column("documents", "error_detail")
     op.drop_column("documents", "error_code")
     op.drop_column("documents", "progress")

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASK = "advocata.index_document"
+JOB_HISTORY_HOURS = 24 * 7
 
 
 def open_queue(url: str) -> procrastinate.App:
@@ -92,6 +93,11 @@ async def work(rt: Runtime, *, concurrency: int, publish: Publish | None = None)
         shutdown_graceful_timeout=5,
     )
     task = asyncio.create_task(worker.run(), name="ingest-worker")
+    # Finished jobs are only history: a week of it is kept (pruned at each worker start).
+    with contextlib.suppress(Exception):
+        await rt.queue.job_manager.delete_old_jobs(
+            nb_hours=JOB_HISTORY_HOURS, queue=s.ingest_queue, include_failed=True
+        )
     try:
         while not task.done():
             try:
