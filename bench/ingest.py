@@ -1,276 +1,236 @@
-"""Benchmark 4: ingestion throughput, upload to `ready`, with the offline USE embedder.
+"""Benchmark 4: ingestion on the queue, and the chat turns served meanwhile.
 
-    python -m bench.ingest [--docs 3] [--pages 20]
+    python -m bench.ingest [--docs 6] [--paragraphs 90] [--workers 1,2,4] [--embedder e5]
 
-Uploads generated PDF and DOCX files (Russian contract-like text, ~1,500 characters a page)
-through the API in-process (`?wait=true`), and splits the time into extraction, embedding
-and database writes by wrapping those three steps. DOCX has no pages: its pages are
-1,800-character standard typed pages. Side by side, the same chunks are written with
-PGVectorStore's row-by-row `aadd_embeddings` (the old path) and with the batched
-`store.add_chunks`.
+Runs the real `advocata-chat serve` (one process) on a fresh database, with the offline
+extractive model and embedder, in each of these set-ups:
+- `in-API`: the server's own in-process worker ingests, as every upload did before the
+  queue (indexing in the serving process);
+- `N workers`: `INGEST_WORKER_IN_API=false` and N `advocata-chat worker` processes.
+A user with one small indexed document asks RAG questions over REST one after another
+(`POST …/messages`, a closed loop) while another user uploads `--docs` text documents at
+once (no `?wait`); the run ends when every document is `ready`. Reported: documents and
+chunks per second from the first upload to the last `ready`, and the latency of the chat
+turns answered meanwhile (p50, p95), beside the same turns with nothing being ingested.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
-from sqlalchemy import text
 
-from advocata_chat import db, documents
-from advocata_chat.app import create_app
-from advocata_chat.auth import mint_token
-from advocata_chat.config import Settings
-from advocata_chat.store import ChunkRow, add_chunks
-from bench.common import (
-    NO_LIMITS,
-    fresh_database,
-    median,
-    run,
-    seed_documents,
-    table,
-    texts,
-    vocabulary,
-)
+from bench.common import fresh_database, pct, run, table, texts, token_for, vocabulary
+from tests.server import free_port
 
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+QUESTIONS = [
+    "Сколько стоят работы по договору?",
+    "Какой аванс выплачивается при подписании?",
+    "Кто подрядчик по договору?",
+    "Что будет при просрочке оплаты?",
+]
+CHAT_DOC = """ДОГОВОР ПОДРЯДА № 41/Р
+
+1.1. Подрядчик — ИП Шарипов Ринат Маратович — обязуется выполнить ремонт санузла.
+3.1. Цена работ составляет 164 800 (сто шестьдесят четыре тысячи восемьсот) рублей.
+3.2. Аванс 30 % выплачивается в день подписания договора.
+5.1. За просрочку оплаты заказчик платит пеню 0,1 % от суммы долга за каждый день.
+"""
 
 
-def pages_of_text(rng, pages: int, words) -> list[str]:
-    return texts(rng, pages, words, mean_words=180)
+def _env(url: str, embedder: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    return env | {
+        "DATABASE_URL": url,
+        "AUTO_MIGRATE": "false",
+        "OFFLINE_EMBEDDER": embedder,
+        "RATE_MESSAGES_PER_MINUTE": "0",
+        "RATE_UPLOADS_PER_HOUR": "0",
+        "TOKEN_QUOTA": "0",
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
 
 
-def pdf_bytes(pages: list[str]) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.add_font("DejaVu", fname=str(FONT))
-    pdf.set_font("DejaVu", size=10)
-    for page in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 5, page)
-    return bytes(pdf.output())
-
-
-def docx_bytes(pages: list[str]) -> bytes:
-    from docx import Document
-
-    doc = Document()
-    for page in pages:
-        for para in page.split(". "):
-            doc.add_paragraph(para)
-    out = io.BytesIO()
-    doc.save(out)
-    return out.getvalue()
-
-
-class Clock:
-    """Seconds spent in each wrapped step."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, float] = {}
-
-    def add(self, step: str, seconds: float) -> None:
-        self.spent[step] = self.spent.get(step, 0.0) + seconds
-
-    def reset(self) -> None:
-        self.spent = {}
-
-
-def instrument(rt, clock: Clock) -> None:
-    extract = rt.extractor.extract
-
-    async def timed_extract(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return await extract(*a, **kw)
-        finally:
-            clock.add("extraction", time.perf_counter() - t)
-
-    embed = rt.embeddings.aembed_documents
-
-    async def timed_embed(batch):
-        t = time.perf_counter()
-        try:
-            return await embed(batch)
-        finally:
-            clock.add("embedding", time.perf_counter() - t)
-
-    add = documents.add_chunks
-
-    async def timed_add(*a, **kw):
-        t = time.perf_counter()
-        try:
-            return await add(*a, **kw)
-        finally:
-            clock.add("db writes", time.perf_counter() - t)
-
-    rt.extractor.extract = timed_extract
-    documents.add_chunks = timed_add
-    rt.embeddings.aembed_documents = timed_embed
-
-
-async def compare_writes(url: str, rt, document_id: uuid.UUID) -> list:
-    """Write one document's chunks again, row by row and batched, into fresh documents."""
-    async with rt.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT content, embedding::text AS e, chunk_index, start_char, end_char, "
-                    "page, user_id FROM chunks WHERE document_id = :d ORDER BY chunk_index"
-                ),
-                {"d": document_id},
-            )
-        ).all()
-    user = rows[0].user_id
-    vectors = [[float(x) for x in r.e.strip("[]").split(",")] for r in rows]
-    async with await psycopg.AsyncConnection.connect(db.psycopg_conninfo(url)) as conn:
-        docs = await seed_documents(conn, [user], per_user=2)
-        await conn.commit()
-    old_doc, new_doc = docs[user]
-    t = time.perf_counter()
-    for first in range(0, len(rows), documents.EMBED_BATCH):
-        part = rows[first : first + documents.EMBED_BATCH]
-        await rt.store.aadd_embeddings(
-            [r.content for r in part],
-            vectors[first : first + len(part)],
-            metadatas=[
-                {
-                    "user_id": user,
-                    "document_id": old_doc,
-                    "chunk_index": r.chunk_index,
-                    "start_char": r.start_char,
-                    "end_char": r.end_char,
-                    "page": r.page,
-                    "title": "old path",
-                }
-                for r in part
-            ],
-            ids=[str(uuid.uuid4()) for _ in part],
-        )
-    old = time.perf_counter() - t
-    t = time.perf_counter()
-    for first in range(0, len(rows), documents.EMBED_BATCH):
-        part = rows[first : first + documents.EMBED_BATCH]
-        await add_chunks(
-            rt.engine,
-            user_id=user,
-            document_id=new_doc,
-            title="batched",
-            rows=[
-                ChunkRow(
-                    uuid.uuid4(), r.content, v, r.chunk_index, r.start_char, r.end_char, r.page
-                )
-                for r, v in zip(part, vectors[first : first + len(part)], strict=True)
-            ],
-        )
-    new = time.perf_counter() - t
-    return [len(rows), old * 1000, new * 1000, old / new]
-
-
-async def main(url: str, n_docs: int = 3, pages: int = 20) -> list[str]:
-    url = fresh_database(url, "ingest")
-    rng = np.random.default_rng(3)
-    words = vocabulary(rng)
-    settings = Settings(_env_file=None, database_url=url, auto_migrate=False, **NO_LIMITS)
-    app = create_app(settings)
-    user = uuid.uuid4()
-    headers = {"Authorization": f"Bearer {mint_token(settings, user_id=user)}"}
-    clock = Clock()
-    files = []
-    for i in range(n_docs):
-        body = pages_of_text(rng, pages, words)
-        files.append(("PDF", f"contract{i}.pdf", pdf_bytes(body), sum(map(len, body))))
-        body = pages_of_text(rng, pages, words)
-        files.append(("DOCX", f"contract{i}.docx", docx_bytes(body), sum(map(len, body))))
-    rows, compare = [], []
-    async with app.router.lifespan_context(app):
-        rt = app.state.runtime
-        instrument(rt, clock)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            warm = docx_bytes(pages_of_text(rng, 2, words))  # loads the USE model
-            await client.post(
-                "/api/v1/documents",
-                params={"wait": True},
-                headers=headers,
-                files={"file": ("warm.docx", warm)},
-            )
-            per_kind: dict[str, list] = {"PDF": [], "DOCX": []}
-            last_pdf = None
-            for kind, name, data, chars in files:
-                clock.reset()
-                t = time.perf_counter()
-                r = await client.post(
-                    "/api/v1/documents",
-                    params={"wait": True},
-                    headers=headers,
-                    files={"file": (name, data)},
-                )
-                wall = time.perf_counter() - t
-                doc = r.json()
-                assert doc["status"] == "ready", doc
-                n_pages = doc["page_count"] or chars / 1800
-                per_kind[kind].append((wall, n_pages, doc["chunk_count"], dict(clock.spent)))
-                if kind == "PDF":
-                    last_pdf = uuid.UUID(doc["id"])
-            for kind, results in per_kind.items():
-                wall = sum(x[0] for x in results)
-                n_pages = sum(x[1] for x in results)
-                chunks = sum(x[2] for x in results)
-                share = {
-                    s: sum(x[3].get(s, 0.0) for x in results) / wall
-                    for s in ("extraction", "embedding", "db writes")
-                }
-                rows.append(
-                    [
-                        kind,
-                        len(results),
-                        round(n_pages),
-                        chunks,
-                        median([x[0] for x in results]),
-                        n_pages / wall,
-                        chunks / wall,
-                        f"{share['extraction']:.0%}",
-                        f"{share['embedding']:.0%}",
-                        f"{share['db writes']:.0%}",
-                        f"{1 - sum(share.values()):.0%}",
-                    ]
-                )
-            compare.append(await compare_writes(url, rt, last_pdf))
-    header = [
-        "format",
-        "files",
-        "pages",
-        "chunks",
-        "s per file (median)",
-        "pages/s",
-        "chunks/s",
-        "extraction",
-        "embedding",
-        "db writes",
-        "other",
-    ]
-    out = [table("Ingestion, upload to ready (goal: db writes ≤ 10%)", header, rows)]
-    out.append(
-        table(
-            "Chunk writes for one document: row by row (PGVectorStore) vs batched, same run",
-            ["chunks", "row by row ms", "batched ms", "ratio"],
-            compare,
-        )
+def _start(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "advocata_chat.cli", *args],
+        env=env,
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
-    return out
+
+
+async def _ready(client: httpx.AsyncClient, proc: subprocess.Popen) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited; see its log")
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+async def _turns(client, user, stop: asyncio.Event, out: list[float]) -> None:
+    """RAG questions one after another until `stop`; each turn's latency into `out`."""
+    h = {"Authorization": f"Bearer {token_for(user)}"}
+    n = 0
+    while not stop.is_set():
+        if n % 20 == 0:
+            cid = (await client.post("/api/v1/chat/conversations", json={}, headers=h)).json()
+        body = {"message_content": QUESTIONS[n % len(QUESTIONS)], "use_rag": True}
+        started = time.perf_counter()
+        r = await client.post(
+            f"/api/v1/chat/conversations/{cid['id']}/messages", json=body, headers=h
+        )
+        out.append(time.perf_counter() - started)
+        r.raise_for_status()
+        n += 1
+
+
+async def one_setup(url: str, workers: int, docs: list[bytes], embedder: str) -> dict[str, float]:
+    """workers=0: the in-API worker. Returns throughput and chat latencies."""
+    database = fresh_database(url, f"ingest{workers}")
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="bench-ingest-", suffix=".log")  # noqa: SIM115
+    in_api = "true" if workers == 0 else "false"
+    env = _env(database, embedder, INGEST_WORKER_IN_API=in_api)
+    procs = [_start(["serve", "--port", str(port)], env, log)]
+    timeout = httpx.Timeout(120)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
+            await _ready(c, procs[0])
+            procs += [_start(["worker"], env, log) for _ in range(workers)]
+            asker, uploader = uuid.uuid4(), uuid.uuid4()
+            h = {"Authorization": f"Bearer {token_for(asker)}"}
+            files = {"file": ("contract.txt", CHAT_DOC.encode())}
+            r = await c.post("/api/v1/documents?wait=true", headers=h, files=files)
+            assert r.json()["status"] == "ready", r.text
+            # Chat alone, for the floor.
+            idle: list[float] = []
+            stop = asyncio.Event()
+            chat = asyncio.create_task(_turns(c, asker, stop, idle))
+            await asyncio.sleep(10)
+            stop.set()
+            await chat
+            # Uploads, all at once, while the chat goes on.
+            busy: list[float] = []
+            stop = asyncio.Event()
+            chat = asyncio.create_task(_turns(c, asker, stop, busy))
+            hu = {"Authorization": f"Bearer {token_for(uploader)}"}
+            started = time.perf_counter()
+            for i, data in enumerate(docs):
+                r = await c.post(
+                    "/api/v1/documents", headers=hu, files={"file": (f"d{i}.txt", data)}
+                )
+                assert r.status_code == 201, r.text
+            while True:
+                page = (await c.get("/api/v1/documents?limit=100", headers=hu)).json()
+                if all(d["status"] in ("ready", "failed") for d in page["items"]):
+                    break
+                await asyncio.sleep(0.2)
+            took = time.perf_counter() - started
+            stop.set()
+            await chat
+            assert all(d["status"] == "ready" for d in page["items"]), page
+            chunks = sum(d["chunk_count"] for d in page["items"])
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+    return {
+        "seconds": took,
+        "docs/s": len(docs) / took,
+        "chunks": chunks,
+        "chunks/s": chunks / took,
+        "idle p50": pct(idle, 50) * 1000,
+        "idle p95": pct(idle, 95) * 1000,
+        "turns": len(busy),
+        "busy p50": pct(busy, 50) * 1000,
+        "busy p95": pct(busy, 95) * 1000,
+    }
+
+
+def documents(n: int, paragraphs: int) -> list[bytes]:
+    rng = np.random.default_rng(15)
+    words = vocabulary(rng)
+    return ["\n\n".join(texts(rng, paragraphs, words, mean_words=30)).encode() for _ in range(n)]
+
+
+async def main(
+    url: str,
+    *,
+    docs: int = 6,
+    paragraphs: int = 90,
+    workers: tuple[int, ...] = (1, 2, 4),
+    embedder: str = "e5",
+) -> list[str]:
+    corpus = documents(docs, paragraphs)
+    rows = []
+    for n in (0, *workers):
+        label = "in-API (as before)" if n == 0 else f"{n} worker process{'es' if n > 1 else ''}"
+        print(f"{label}…", flush=True)
+        r = await one_setup(url, n, corpus, embedder)
+        rows.append(
+            [
+                label,
+                f"{r['seconds']:.1f}",
+                f"{r['chunks/s']:.2f}",
+                f"{r['docs/s'] * 60:.1f}",
+                int(r["turns"]),
+                f"{r['idle p50']:.0f} / {r['idle p95']:.0f}",
+                f"{r['busy p50']:.0f} / {r['busy p95']:.0f}",
+            ]
+        )
+    return [
+        table(
+            f"Ingestion of {docs} documents ({rows and corpus and int(r['chunks'])} chunks, "
+            f"{embedder} embedder) with chat turns served meanwhile",
+            [
+                "ingestion",
+                "all ready (s)",
+                "chunks/s",
+                "docs/min",
+                "turns meanwhile",
+                "turn p50 / p95 idle (ms)",
+                "turn p50 / p95 while ingesting (ms)",
+            ],
+            rows,
+        )
+    ]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--docs", type=int, default=3)
-    parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--docs", type=int, default=6)
+    parser.add_argument("--paragraphs", type=int, default=90, help="per document")
+    parser.add_argument("--workers", default="1,2,4", help="worker process counts")
+    parser.add_argument("--embedder", default="e5", choices=["e5", "use"])
     args = parser.parse_args()
-    run(lambda url: main(url, n_docs=args.docs, pages=args.pages))
+    counts = tuple(int(n) for n in args.workers.split(","))
+    run(
+        lambda url: main(
+            url,
+            docs=args.docs,
+            paragraphs=args.paragraphs,
+            workers=counts,
+            embedder=args.embedder,
+        )
+    )

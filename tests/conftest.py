@@ -84,6 +84,9 @@ def make_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory):
             "openai_api_key": None,
             "openai_base_url": None,
             "turn_wait_seconds": 10.0,
+            # Each app's in-process worker takes only its own app's jobs: tests change
+            # limits per app, and a worker of another app would index with its settings.
+            "ingest_queue": f"test-{uuid.uuid4().hex[:10]}",
             **overrides,
         }
         return Settings(_env_file=None, **values)

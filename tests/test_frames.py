@@ -41,6 +41,12 @@ EXAMPLES: dict[str, frames.Frame] = {
     ),
     "cancelled": frames.Cancelled(message_id=uuid.uuid4()),
     "title": frames.Title(title="ДТП без пострадавших"),
+    "document": frames.DocumentFrame(
+        id=uuid.uuid4(),
+        title="Договор аренды",
+        status="processing",
+        progress={"done": 32, "total": 90, "unit": "chunks"},
+    ),
     "pong": frames.Pong(),
     "error": frames.Error(error="Ошибка", code="model_error", detail={"retry": "POST …"}),
 }

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from advocata_chat import speech
 from advocata_chat.models import SpeechCache
-from tests.test_documents import upload
+from tests.test_documents import DOCS, upload
 from tests.test_ocr import RECEIPT, encoded, needs_ocr, text_image
 
 CHAT = "/api/v1/chat/conversations"
@@ -112,6 +112,25 @@ async def test_a_photographed_receipt_sent_with_a_question_is_cited_for_its_amou
     assert again["attachments"] == question["attachments"]
     md = (await client.get(f"{CHAT}/{cid}/export", params={"format": "md"}, headers=h)).text
     assert "Вложения: чек.jpg" in md
+
+
+async def test_a_document_attached_right_after_its_upload_is_answered_from(client, auth, alice):
+    # Without ?wait the upload returns while its indexing job is still queued; a message
+    # sent with it at once waits for the job instead of answering from nothing.
+    h = auth(alice)
+    r = await client.post(DOCS, headers=h, files={"file": ("расписка.txt", NOTE.encode())})
+    assert r.status_code == 201 and r.json()["status"] != "ready", r.text
+    cid = await _conversation(client, h)
+    body = {
+        "message_content": "Сколько денег получил Гусев?",
+        "use_rag": False,
+        "attachments": [r.json()["id"]],
+    }
+    answered = await client.post(f"{CHAT}/{cid}/messages", json=body, headers=h)
+    assert answered.status_code == 200, answered.text
+    answer = answered.json()["messages"][-1]
+    assert "77 000" in answer["content"]
+    assert [c["document_id"] for c in answer["citations"]] == [r.json()["id"]]
 
 
 async def test_attachments_by_id_over_rest_and_the_websocket(make_client, auth, alice):

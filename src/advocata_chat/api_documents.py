@@ -50,10 +50,11 @@ UPLOAD = (
     description="Upload a .pdf, .docx, .txt, .md or .html file, or a photo or scan "
     "(.png, .jpg, .jpeg, .tif, .tiff, .heic) (multipart field `file`). Images and PDF pages "
     "without a text layer are read by OCR (Russian and English; `ocr_confidence`). "
-    "Text is extracted at once (a broken or empty file is refused here, and nothing is "
-    "stored); indexing continues in the background with status `processing`, or before the "
-    "response with `?wait=true`. The same bytes uploaded again return the existing document "
-    "with 200. Uploads per hour are limited by `RATE_UPLOADS_PER_HOUR`.",
+    "The file is stored and its indexing queued (status `queued`, then `processing` with "
+    "`progress`, then `ready`, or `failed` with `error` and `error_code`); with "
+    "`?wait=true` the response comes once it is done, and a file that cannot be read is "
+    "refused with its 4xx, nothing stored. The same bytes uploaded again return the "
+    "existing document with 200. Uploads per hour are limited by `RATE_UPLOADS_PER_HOUR`.",
 )
 async def upload_document(
     user: CurrentUser,
@@ -111,8 +112,8 @@ async def list_documents(
     responses=error_responses(*AUTH, *DB, *DOCUMENT),
 )
 async def get_document(document_id: uuid.UUID, user: CurrentUser, rt: RuntimeDep):
-    """One document: poll `status` (`processing`, `ready` or `failed` with `error`) after an
-    upload without `?wait=true`."""
+    """One document: poll `status` (`queued`, `processing` with `progress`, `ready`, or
+    `failed` with `error`) after an upload without `?wait=true`."""
     return await documents.get(rt, user_id=user, document_id=document_id)
 
 

@@ -83,9 +83,9 @@ async def send_with_files(
     ids = []
     for file in files:
         data = await _read(file, rt.settings.max_upload_bytes)
-        doc, _ = await documents.upload(
-            rt, user_id=user, filename=(file.filename or "").replace("\x00", ""), data=data
-        )
+        # The message is answered from the file's text: wait for its indexing job.
+        name = (file.filename or "").replace("\x00", "")
+        doc, _ = await documents.upload(rt, user_id=user, filename=name, data=data, wait=True)
         await attachments.keep_original(
             rt, document_id=doc.id, media_type=doc.media_type, data=data
         )

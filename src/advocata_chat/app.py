@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,17 +26,18 @@ from advocata_chat import (
     api_templates,
     api_turns,
     db,
-    documents,
+    jobs,
     logs,
     playground,
     ws,
 )
 from advocata_chat.config import Settings, get_settings
 from advocata_chat.errors import PayloadTooLarge, install_error_handlers, is_database_down
+from advocata_chat.frames import document_frame, document_topic
 from advocata_chat.headers import DOCS_CSP, SecurityHeaders
 from advocata_chat.hub import Hub
 from advocata_chat.runtime import start_runtime
-from advocata_chat.schemas import Health, Readiness
+from advocata_chat.schemas import DocumentOut, Health, Readiness
 
 DESCRIPTION = """Legal consultations in Russian, grounded in the user's own documents: answers
 cite their sources as `[n]`.
@@ -140,15 +142,24 @@ def create_app(
             logs.configure(settings.log_format, settings.log_level)
         logs.install_redaction()
         rt = app.state.runtime = await start_runtime(settings, llm=llm, embeddings=embeddings)
-        app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        hub = app.state.hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
         app.state.sockets = ws.SocketCount()
-        await app.state.hub.start()
-        await documents.resume_stale(rt)
-        try:
-            yield
-        finally:
-            await app.state.hub.stop()
-            await rt.close()
+        await hub.start()
+
+        async def publish(doc: DocumentOut) -> None:
+            hub.publish(document_topic(doc.user_id), document_frame(doc))
+
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.ingest_worker_in_api:
+                await stack.enter_async_context(
+                    jobs.running(rt, concurrency=settings.ingest_concurrency, publish=publish)
+                )
+            try:
+                yield
+            finally:
+                await stack.aclose()
+                await hub.stop()
+                await rt.close()
 
     # Swagger UI and ReDoc come from files inside the fastapi-offline wheel, not a CDN.
     app = FastAPIOffline(

@@ -32,6 +32,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
+from advocata_chat import documents
 from advocata_chat.errors import InvalidInput
 from advocata_chat.models import AttachmentOriginal, Document, DocumentStatus, Message
 from advocata_chat.runtime import Runtime
@@ -79,6 +80,13 @@ async def resolve(rt: Runtime, *, user_id: uuid.UUID, ids: Sequence[uuid.UUID]) 
             select(Document).where(Document.id.in_(ids), Document.user_id == user_id)
         )
         found = {d.id: d for d in rows}
+    for doc_id, doc in found.items():
+        if doc.status not in (DocumentStatus.ready, DocumentStatus.failed):
+            # Uploaded a moment ago: its indexing job is queued or running. The message is
+            # answered from the document's text, so wait for the job (INGEST_WAIT_SECONDS).
+            await documents.wait_done(rt, user_id=user_id, document_id=doc_id)
+            async with rt.sessions() as s:
+                found[doc_id] = await s.get(Document, doc_id)
     out = []
     for i, doc_id in enumerate(ids):
         doc = found.get(doc_id)
@@ -157,6 +165,8 @@ async def for_message(rt: Runtime, *, user_id: uuid.UUID, message: Message) -> A
 
 
 def _page_sources(doc: Document) -> list[SourceDoc]:
+    if not doc.text:  # not indexed (yet): nothing to quote
+        return []
     pages = doc.pages or [(0, len(doc.text))]
     out = []
     for number, (start, end) in enumerate(pages, start=1):

@@ -296,39 +296,44 @@ def ingest(
 
     from rich.progress import Progress
 
-    from advocata_chat import documents
+    from advocata_chat import documents, jobs
     from advocata_chat.errors import AppError
     from advocata_chat.runtime import start_runtime
 
     async def main() -> int:
         rt = await start_runtime(settings)
-        failed = 0
         try:
-            with Progress() as progress:
-                bar = progress.add_task("indexing", total=len(paths))
-                for path in paths:
-                    progress.update(bar, description=path.name)
-                    try:
-                        doc, created = await documents.upload(
-                            rt,
-                            user_id=user,
-                            filename=path.name,
-                            data=path.read_bytes(),
-                            title=title.strip() if title else None,
-                            wait=True,
-                        )
-                        note = "" if created else " (already uploaded)"
-                        progress.console.print(
-                            f"{path.name}: {doc.status}, {doc.chunk_count} chunks, id {doc.id}, "
-                            f"title «{doc.title}»{note}"
-                        )
-                        failed += doc.status != "ready"
-                    except AppError as e:
-                        progress.console.print(f"{path.name}: refused: {e.message}")
-                        failed += 1
-                    progress.advance(bar)
+            # This process works on the queue too, beside any other worker.
+            async with jobs.running(rt, concurrency=settings.ingest_concurrency):
+                return await upload_all(rt)
         finally:
             await rt.close()
+
+    async def upload_all(rt) -> int:
+        failed = 0
+        with Progress() as progress:
+            bar = progress.add_task("indexing", total=len(paths))
+            for path in paths:
+                progress.update(bar, description=path.name)
+                try:
+                    doc, created = await documents.upload(
+                        rt,
+                        user_id=user,
+                        filename=path.name,
+                        data=path.read_bytes(),
+                        title=title.strip() if title else None,
+                        wait=True,
+                    )
+                    note = "" if created else " (already uploaded)"
+                    progress.console.print(
+                        f"{path.name}: {doc.status}, {doc.chunk_count} chunks, id {doc.id}, "
+                        f"title «{doc.title}»{note}"
+                    )
+                    failed += doc.status != "ready"
+                except AppError as e:
+                    progress.console.print(f"{path.name}: refused: {e.message}")
+                    failed += 1
+                progress.advance(bar)
         return failed
 
     with _actionable(settings):
@@ -337,18 +342,29 @@ def ingest(
 
 
 @app.command()
-def reindex(data_dir: DataDir = None) -> None:
-    """Rebuild the chunk index with the configured embedder, from the stored document text."""
+def reindex(
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Work on the jobs here until every document is indexed (beside any other "
+            "workers); --no-wait only queues them for `advocata-chat worker` processes",
+        ),
+    ] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Rebuild the chunk index with the configured embedder, from the stored document text:
+    one job per document on the ingestion queue."""
     settings = _settings(data_dir)
     _quiet_logs()
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from advocata_chat import db, documents, store
+    from advocata_chat import db, documents, jobs, store
     from advocata_chat.runtime import start_runtime
 
-    async def main() -> tuple[int, str]:
+    async def main() -> tuple[int, int, str]:
         url = _database_url(settings)
         if settings.auto_migrate:
             await asyncio.to_thread(db.migrate, url)
@@ -356,22 +372,85 @@ def reindex(data_dir: DataDir = None) -> None:
         await store.drop_store(engine)
         await engine.dispose()
         rt = await start_runtime(settings.model_copy(update={"auto_migrate": False}))
-        columns = ("reindexing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         try:
-            with Progress(*columns) as progress:
-                bar = progress.add_task("reindexing")
-
-                def advance(done: int, total: int) -> None:
-                    progress.update(bar, completed=done, total=total)
-
-                count = await documents.reindex_all(rt, progress=advance)
+            ids = await documents.reindex_all(rt)
+            if not wait:
+                return len(ids), 0, rt.embedding_model
+            columns = ("reindexing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            async with jobs.running(rt, concurrency=settings.ingest_concurrency):
+                with Progress(*columns) as progress:
+                    bar = progress.add_task("reindexing", total=len(ids))
+                    while True:
+                        n = await documents.counts(rt, ids)
+                        done = n.get("ready", 0) + n.get("failed", 0)
+                        progress.update(bar, completed=done)
+                        if done >= len(ids):
+                            break
+                        await asyncio.sleep(0.2)
+            return len(ids), n.get("failed", 0), rt.embedding_model
         finally:
             await rt.close()
-        return count, rt.embedding_model
 
     with _actionable(settings):
-        count, model = asyncio.run(main())
+        count, failed, model = asyncio.run(main())
+    if not wait:
+        typer.echo(f"queued {count} documents for reindexing with {model}", err=True)
+        return
     typer.echo(f"reindexed {count} documents with {model}", err=True)
+    if failed:
+        typer.echo(f"error: {failed} documents failed; see their `error`", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Documents indexed at once; default: INGEST_CONCURRENCY"),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Index queued documents until stopped (Ctrl-C or SIGTERM), beside any other workers
+    on any machine that shares the database."""
+    import asyncio
+    import signal
+
+    from advocata_chat import db, jobs, logs
+    from advocata_chat.frames import document_frame, document_topic
+    from advocata_chat.hub import Hub
+    from advocata_chat.runtime import start_runtime
+
+    settings = _settings(data_dir)
+    n = concurrency or settings.ingest_concurrency
+
+    async def main() -> None:
+        rt = await start_runtime(settings)
+        # `document` frames reach the owner's sockets in the API processes through the hub.
+        hub = Hub(db.psycopg_conninfo(settings.database_url or ""))
+        await hub.start()
+
+        async def publish(doc) -> None:
+            hub.publish(document_topic(doc.user_id), document_frame(doc))
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with jobs.running(rt, concurrency=n, publish=publish) as task:
+                log.info("worker: %d at a time from queue %s", n, settings.ingest_queue)
+                await asyncio.wait(
+                    {task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED"
+                )
+                if task.done():
+                    task.result()  # it stopped by itself: say why
+        finally:
+            await hub.stop()
+            await rt.close()
+
+    logs.configure(settings.log_format, settings.log_level)
+    with _actionable(settings):
+        asyncio.run(main())
 
 
 @app.command("eval")

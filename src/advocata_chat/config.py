@@ -116,6 +116,16 @@ class Settings(BaseSettings):
     tts_model: str = "tts-1"
     tts_voice: str = "alloy"  # the provider's default voice; offline it is eSpeak NG's `ru`
     max_speech_chars: int = 4000  # of an answer read aloud (the rest is cut at a sentence)
+    # Ingestion queue (procrastinate, in the same database; ingest.py, jobs.py).
+    ingest_worker_in_api: bool = True  # `serve` also runs a worker; off: `advocata-chat worker`
+    ingest_concurrency: int = 1  # documents indexed at a time per worker process
+    ingest_queue: str = "ingest"  # workers take jobs of this queue only
+    ingest_max_attempts: int = 5  # tries of a job failing for a transient reason (429, 5xx, DB)
+    ingest_retry_base_seconds: int = 2  # backoff: base**1, base**2, ... seconds
+    ingest_job_timeout_seconds: float = 1800.0  # one document's whole job
+    ingest_heartbeat_seconds: float = 5.0  # how often a worker says it is alive
+    ingest_stalled_seconds: float = 30.0  # a worker silent this long is dead: jobs retried
+    ingest_wait_seconds: float = 600.0  # how long an upload with ?wait=true waits
     max_message_chars: int = 8000
     max_title_chars: int = 200
     max_instructions_chars: int = 2000

@@ -1,4 +1,6 @@
-"""Document services: upload (extract, split), background indexing, list, get, delete."""
+"""Document services: upload (store the file, queue its indexing), list, get, delete.
+
+Indexing itself is a job on the queue (jobs.py), run by ingest.py."""
 
 from __future__ import annotations
 
@@ -6,22 +8,18 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import PurePath
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import undefer
 
-from advocata_chat import limits
-from advocata_chat.errors import NotFound, PayloadTooLarge, is_database_down
-from advocata_chat.extract import suffix_of, too_large
-from advocata_chat.models import Document, DocumentStatus, utcnow
+from advocata_chat import jobs, limits
+from advocata_chat.errors import NotFound, PayloadTooLarge
+from advocata_chat.extract import refuse_early, suffix_of
+from advocata_chat.ingest import BAD_FILE
+from advocata_chat.models import Document, DocumentFile, DocumentStatus, utcnow
 from advocata_chat.runtime import Runtime
 from advocata_chat.schemas import DocumentOut, DocumentPage
-from advocata_chat.splitter import Span, split
-from advocata_chat.store import TABLE, ChunkRow, add_chunks
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ MEDIA_TYPES = {
     ".tiff": "image/tiff",
     ".heic": "image/heic",
 }
-EMBED_BATCH = 64
+WAIT_POLL_SECONDS = 0.1
 
 
 class DocumentNotFound(NotFound):
@@ -47,11 +45,6 @@ class DocumentNotFound(NotFound):
 
     def __init__(self) -> None:
         super().__init__("Document not found")
-
-
-def chunk_id(document_id: uuid.UUID, index: int) -> uuid.UUID:
-    # Deterministic, so indexing the same document again overwrites instead of duplicating.
-    return uuid.uuid5(document_id, str(index))
 
 
 async def upload(
@@ -63,7 +56,10 @@ async def upload(
     title: str | None = None,
     wait: bool = False,
 ) -> tuple[DocumentOut, bool]:
-    """Store and start indexing a document. Returns (document, created)."""
+    """Store a document and queue its indexing. Returns (document, created).
+
+    With `wait`, answers once the job is done; a file the job refuses (unreadable, empty,
+    too large) is then deleted and its refusal raised, as when extraction ran here."""
     limit = rt.settings.max_upload_bytes
     if len(data) > limit:
         raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
@@ -75,6 +71,7 @@ async def upload(
         window_seconds=3600,
         now=rt.clock(),
     )
+    refuse_early(filename, data)
     digest = hashlib.sha256(data).hexdigest()
     existing = await _by_hash(rt, user_id=user_id, digest=digest)
     if existing is not None and existing.status != DocumentStatus.failed:
@@ -82,14 +79,6 @@ async def upload(
     if existing is not None:  # uploading a failed document again is how one retries it
         await delete(rt, user_id=user_id, document_id=existing.id)
 
-    # Untrusted and CPU-bound: extraction runs in a child process with a time and memory
-    # limit; splitting (to count chunks before anything is stored) runs in a thread.
-    extracted = await rt.extractor.extract(filename, data)
-    chunks = await asyncio.to_thread(_split_pages, rt, extracted.text, extracted.pages)
-    if len(chunks) > rt.settings.max_document_chunks:
-        raise too_large(
-            f"{len(chunks):,} chunks", "MAX_DOCUMENT_CHUNKS", rt.settings.max_document_chunks
-        )
     name = stored_name(filename)
     now = utcnow()
     doc = Document(
@@ -100,28 +89,48 @@ async def upload(
         media_type=MEDIA_TYPES[suffix_of(name)],
         sha256=digest,
         size_bytes=len(data),
-        status=DocumentStatus.processing,
+        status=DocumentStatus.queued,
         chunk_count=0,
-        page_count=len(extracted.pages) or None,
-        ocr_confidence=extracted.ocr_confidence,
-        text=extracted.text,
-        pages=[list(p) for p in extracted.pages],
+        text=None,
+        pages=[],
         created_at=now,
         updated_at=now,
     )
     try:
         async with rt.sessions.begin() as s:
             s.add(doc)
+            await s.flush()
+            # In the database rather than on a disk: any worker, on any machine, can take
+            # the job. Dropped once the text is extracted (ingest.py).
+            s.add(DocumentFile(document_id=doc.id, data=data))
     except IntegrityError:  # the same bytes uploaded twice at the same moment
         existing = await _by_hash(rt, user_id=user_id, digest=digest)
         if existing is None:
             raise
         return existing, False
-    task = rt.spawn(index_document(rt, doc.id))
+    # Not in the insert's transaction (procrastinate has its own connections): a document
+    # whose enqueue fails here is queued again by a worker (jobs.py, orphans).
+    await jobs.enqueue(rt, doc.id)
     if wait:
-        await asyncio.shield(task)
-        return await get(rt, user_id=user_id, document_id=doc.id), True
+        return await wait_done(rt, user_id=user_id, document_id=doc.id), True
     return DocumentOut.model_validate(doc), True
+
+
+async def wait_done(rt: Runtime, *, user_id: uuid.UUID, document_id: uuid.UUID) -> DocumentOut:
+    """Poll until the job has finished (or INGEST_WAIT_SECONDS have passed)."""
+    deadline = asyncio.get_running_loop().time() + rt.settings.ingest_wait_seconds
+    while True:
+        doc = await get(rt, user_id=user_id, document_id=document_id)
+        final = doc.status in (DocumentStatus.ready, DocumentStatus.failed)
+        if final or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+    if doc.status == DocumentStatus.failed and doc.error_code in BAD_FILE:
+        async with rt.sessions() as s:
+            detail = await s.scalar(select(Document.error_detail).where(Document.id == document_id))
+        await delete(rt, user_id=user_id, document_id=document_id)
+        raise BAD_FILE[doc.error_code](doc.error or "", detail=detail)
+    return doc
 
 
 def stored_name(filename: str) -> str:
@@ -141,153 +150,35 @@ async def _by_hash(rt: Runtime, *, user_id: uuid.UUID, digest: str) -> DocumentO
         return DocumentOut.model_validate(doc) if doc else None
 
 
-def _split_pages(rt: Runtime, body: str, pages: list) -> list[tuple[Span, int | None]]:
-    """Chunks never straddle a page, so each chunk (and citation) has one page number:
-    (span in `body`, page) pairs; page is None for formats without pages."""
-    out: list[tuple[Span, int | None]] = []
-    ranges = [(n, p) for n, p in enumerate(pages, start=1)] or [(None, (0, len(body)))]
-    for number, (start, end) in ranges:
-        for sp in split(
-            body[start:end],
-            chunk_size=rt.settings.rag_chunk_size,
-            overlap=rt.settings.rag_chunk_overlap,
-        ):
-            out.append((Span(start + sp.start, start + sp.end), number))
-    return out
-
-
-INDEX_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)  # waiting out a database outage, ~30 s
-
-
-async def index_document(rt: Runtime, document_id: uuid.UUID) -> None:
-    """Index a document, waiting out a database outage (chunk ids are deterministic, so a
-    retry overwrites); otherwise a restart of PostgreSQL would leave it `processing`."""
-    for delay in (*INDEX_RETRY_DELAYS, None):
-        try:
-            await _index_document(rt, document_id, last=delay is None)
-            return
-        except Exception as exc:
-            if delay is None or not is_database_down(exc):
-                raise
-            log.warning("indexing document %s waits for the database", document_id)
-            await asyncio.sleep(delay)
-
-
-async def _index_document(rt: Runtime, document_id: uuid.UUID, *, last: bool = True) -> None:
-    """Split, embed (in batches, off the event loop) and store a document's chunks."""
-    from sqlalchemy import text as sql
-
-    async with rt.sessions() as s:
-        doc = await s.get(
-            Document, document_id, options=[undefer(Document.text), undefer(Document.pages)]
-        )
-        if doc is None:
-            return
-        body, pages = doc.text, doc.pages
-        user_id, title = doc.user_id, doc.title
-    try:
-        chunks = await asyncio.to_thread(_split_pages, rt, body, pages)
-        texts = [body[sp.start : sp.end] for sp, _ in chunks]
-        for first in range(0, len(texts), EMBED_BATCH):
-            batch = texts[first : first + EMBED_BATCH]
-            vectors = await rt.embeddings.aembed_documents(batch)
-            rows = [
-                ChunkRow(
-                    id=chunk_id(document_id, first + i),
-                    content=content,
-                    embedding=vector,
-                    chunk_index=first + i,
-                    start=span.start,
-                    end=span.end,
-                    page=page,
-                )
-                for i, (content, vector, (span, page)) in enumerate(
-                    zip(batch, vectors, chunks[first : first + EMBED_BATCH], strict=True)
-                )
-            ]
-            await add_chunks(
-                rt.engine, user_id=user_id, document_id=document_id, title=title, rows=rows
-            )
-        await _set_status(rt, document_id, DocumentStatus.ready, chunk_count=len(texts))
-    except Exception as exc:  # any failure leaves the document failed, with its reason
-        if not last and is_database_down(exc):
-            raise  # index_document tries again once the database is back
-        log.exception("indexing document %s failed", document_id)
-        try:
-            async with rt.engine.begin() as conn:
-                await conn.execute(
-                    sql(f"DELETE FROM {TABLE} WHERE document_id = :d"), {"d": document_id}
-                )
-            await _set_status(rt, document_id, DocumentStatus.failed, error=failure_reason(exc))
-        except Exception:
-            log.exception("could not mark document %s failed", document_id)
-
-
-def failure_reason(exc: BaseException) -> str:
-    """What the owner reads in `error`: what went wrong and what to do, never the exception
-    text (it can hold SQL, addresses or the document's own words)."""
-    import openai
-
-    if is_database_down(exc):
-        return "The database became unavailable while indexing; upload the file again."
-    if isinstance(exc, openai.APIError | TimeoutError):
-        return "The embedding service failed while indexing; upload the file again later."
-    return (
-        "Indexing failed because of an error on our side; upload the file again, and "
-        "contact support if it keeps failing."
-    )
-
-
-async def _set_status(
-    rt: Runtime,
-    document_id: uuid.UUID,
-    status: DocumentStatus,
-    *,
-    chunk_count: int = 0,
-    error: str | None = None,
-) -> None:
-    async with rt.sessions.begin() as s:
-        await s.execute(
-            update(Document)
-            .where(Document.id == document_id)
-            .values(status=status, chunk_count=chunk_count, error=error, updated_at=utcnow())
-        )
-
-
-async def resume_stale(rt: Runtime, *, older_than: timedelta = timedelta(minutes=5)) -> None:
-    """Re-index documents left `processing` by a process that stopped mid-way."""
+async def reindex_all(rt: Runtime) -> list[uuid.UUID]:
+    """Queue every stored document for indexing again (after `store.drop_store`), one job
+    each, so that workers share the work; a document not yet extracted is extracted first."""
     async with rt.sessions.begin() as s:
         ids = list(
             await s.scalars(
                 update(Document)
-                .where(
-                    Document.status == DocumentStatus.processing,
-                    Document.updated_at < utcnow() - older_than,
+                # Not the files refused as unreadable: they have nothing to index.
+                .where(or_(Document.text.is_not(None), Document.status != DocumentStatus.failed))
+                .values(
+                    status=DocumentStatus.queued, progress=None, chunk_count=0, updated_at=utcnow()
                 )
-                .values(updated_at=utcnow())
                 .returning(Document.id)
             )
         )
     for document_id in ids:
-        rt.spawn(index_document(rt, document_id))
+        await jobs.enqueue(rt, document_id)
+    return ids
 
 
-async def reindex_all(rt: Runtime, *, progress: Callable[[int, int], None] | None = None) -> int:
-    """Index every stored document again (after `store.drop_store`); `progress(done, total)`
-    is called before the first document and after each."""
-    async with rt.sessions.begin() as s:
-        ids = list(
-            await s.scalars(
-                update(Document).values(status=DocumentStatus.processing).returning(Document.id)
-            )
+async def counts(rt: Runtime, ids: list[uuid.UUID]) -> dict[str, int]:
+    """How many of these documents are in each status."""
+    async with rt.sessions() as s:
+        rows = await s.execute(
+            select(Document.status, func.count())
+            .where(Document.id.in_(ids))
+            .group_by(Document.status)
         )
-    for done, document_id in enumerate(ids):
-        if progress:
-            progress(done, len(ids))
-        await index_document(rt, document_id)
-    if progress:
-        progress(len(ids), len(ids))
-    return len(ids)
+        return {status: n for status, n in rows.all()}
 
 
 async def get(rt: Runtime, *, user_id: uuid.UUID, document_id: uuid.UUID) -> DocumentOut:

@@ -350,6 +350,19 @@ def suffix_of(filename: str) -> str:
     return PurePath(filename).suffix.lower()
 
 
+def refuse_early(filename: str, data: bytes) -> None:
+    """The refusals that need no parsing (an unsupported extension, an empty file), which
+    the upload request makes itself; the rest are the job's (ingest.py)."""
+    suffix = suffix_of(filename)
+    if suffix not in SUPPORTED:
+        shown = suffix[:20] or PurePath(filename).name[:40]
+        raise UnsupportedFile(
+            f"Unsupported file type '{shown}'. Supported: " + ", ".join(sorted(SUPPORTED))
+        )
+    if not data:
+        raise EmptyDocument("The file is empty")
+
+
 def extract(
     filename: str,
     data: bytes,
@@ -359,14 +372,8 @@ def extract(
 ) -> Extracted:
     """The file's text; `on_ocr` is called once if OCR starts (it is much slower)."""
     limits = limits or Limits()
+    refuse_early(filename, data)
     suffix = suffix_of(filename)
-    if suffix not in SUPPORTED:
-        shown = suffix[:20] or PurePath(filename).name[:40]
-        raise UnsupportedFile(
-            f"Unsupported file type '{shown}'. Supported: " + ", ".join(sorted(SUPPORTED))
-        )
-    if not data:
-        raise EmptyDocument("The file is empty")
     if suffix == ".pdf":
         result = _pdf(data, limits, Reader(limits, on_ocr))
     elif suffix in IMAGES:

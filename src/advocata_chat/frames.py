@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from advocata_chat.errors import AppError
 from advocata_chat.models import Message
-from advocata_chat.schemas import MessageOut
+from advocata_chat.schemas import DocumentOut, MessageOut
 
 # -- server frames ----------------------------------------------------------------------
 
@@ -81,6 +81,30 @@ class Title(Frame):
     title: str
 
 
+class DocumentFrame(Frame):
+    """One of the user's documents changed state or progressed (ingest.py): sent to every
+    socket of its owner, whatever the conversation, and never held back by a resume."""
+
+    type: Literal["document"] = "document"
+    id: uuid.UUID
+    title: str
+    status: str
+    progress: dict[str, Any] | None = None
+    chunk_count: int = 0
+    error: str | None = None
+    error_code: str | None = None
+
+
+def document_topic(user_id: uuid.UUID) -> str:
+    """The hub topic of a user's document events; every socket of the user subscribes."""
+    return f"documents:{user_id}"
+
+
+def document_frame(doc: DocumentOut) -> DocumentFrame:
+    fields = set(DocumentFrame.model_fields) - {"type"}
+    return DocumentFrame(**doc.model_dump(mode="json", include=fields))
+
+
 class Pong(Frame):
     type: Literal["pong"] = "pong"
 
@@ -103,7 +127,16 @@ class Error(Frame):
 
 # The server's frames: a new one is added here (and documented in docs/api.md).
 ServerFrame = Annotated[
-    Connected | MessageReceived | Sources | Token | MessageFrame | Cancelled | Title | Pong | Error,
+    Connected
+    | MessageReceived
+    | Sources
+    | Token
+    | MessageFrame
+    | Cancelled
+    | Title
+    | DocumentFrame
+    | Pong
+    | Error,
     Field(discriminator="type"),
 ]
 SERVER_FRAMES: tuple[type[Frame], ...] = get_args(get_args(ServerFrame)[0])

@@ -18,6 +18,8 @@ from advocata_chat.bridge import Bridge, Item
 from advocata_chat.frames import Frame
 
 log = logging.getLogger(__name__)
+# A conversation's frames, or another topic: a user's document events (frames.document_topic).
+Topic = uuid.UUID | str
 
 
 class Hub:
@@ -36,10 +38,10 @@ class Hub:
             await self.bridge.stop()
 
     # -- frames ----------------------------------------------------------------------
-    def subscribe(self, conversation_id: uuid.UUID, queue: asyncio.Queue[Frame]) -> None:
+    def subscribe(self, conversation_id: Topic, queue: asyncio.Queue[Frame]) -> None:
         self.subscribers[str(conversation_id)].add(queue)
 
-    def unsubscribe(self, conversation_id: uuid.UUID, queue: asyncio.Queue[Frame]) -> None:
+    def unsubscribe(self, conversation_id: Topic, queue: asyncio.Queue[Frame]) -> None:
         subs = self.subscribers.get(str(conversation_id))
         if subs is not None:
             subs.discard(queue)
@@ -50,7 +52,7 @@ class Hub:
         for queue in list(self.subscribers.get(conversation, ())):
             queue.put_nowait(frame)
 
-    def publish(self, conversation_id: uuid.UUID, frame: Frame) -> None:
+    def publish(self, conversation_id: Topic, frame: Frame) -> None:
         conversation = str(conversation_id)
         self._deliver(conversation, frame)
         if self.bridge:

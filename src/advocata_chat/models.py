@@ -102,6 +102,7 @@ class Message(Base):
 
 
 class DocumentStatus(StrEnum):
+    queued = "queued"  # stored, waiting for a worker (ingest.py)
     processing = "processing"
     ready = "ready"
     failed = "failed"
@@ -117,15 +118,29 @@ class Document(Base):
     media_type: Mapped[str] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.processing)
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.queued)
     error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[dict | None] = mapped_column(JSONB)
+    progress: Mapped[dict | None] = mapped_column(JSONB)  # {"done", "total", "unit"}
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     page_count: Mapped[int | None] = mapped_column(Integer)
     ocr_confidence: Mapped[float | None] = mapped_column(Float)
-    text: Mapped[str] = mapped_column(Text, deferred=True)
+    text: Mapped[str | None] = mapped_column(Text, deferred=True)  # None until extracted
     pages: Mapped[list] = mapped_column(JSONB, default=list, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DocumentFile(Base):
+    """An upload's bytes, kept until a worker has extracted its text."""
+
+    __tablename__ = "document_files"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class VectorIndex(Base):

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
+import procrastinate
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_postgres import PGVectorStore
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from advocata_chat import db
 from advocata_chat.config import Settings
+from advocata_chat.jobs import open_queue
 from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
 from advocata_chat.offline import OfflineChatModel
 from advocata_chat.prompts import PromptError, PromptSet
@@ -39,6 +41,7 @@ class Runtime:
     store: PGVectorStore
     search: SearchParams
     extractor: Extractor  # `await rt.extractor.extract(filename, data)`, in a child process
+    queue: procrastinate.App  # the ingestion queue (jobs.py)
     templates: dict[str, Template] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Wall-clock seconds for rate windows and token expiry on open sockets; tests set their
@@ -66,6 +69,7 @@ class Runtime:
                 with contextlib.suppress(BaseException):
                     await task
         self.extractor.close()
+        await self.queue.close_async()
         await self.engine.dispose()
 
 
@@ -89,9 +93,11 @@ async def start_runtime(
     if settings.auto_migrate:
         await asyncio.to_thread(db.migrate, url)
     engine = db.make_engine(url, settings)
+    queue = open_queue(url)
     try:
         embedder, model, dims = embeddings or await asyncio.to_thread(build_embeddings, settings)
         store = await open_store(engine, embedder, model=model, dims=dims)
+        await queue.open_async()
     except BaseException:
         await engine.dispose()
         raise
@@ -112,6 +118,7 @@ async def start_runtime(
         embedding_model=model,
         store=store,
         extractor=extractor,
+        queue=queue,
         search=SearchParams(
             top_k=s.rag_top_k,
             candidates=s.rag_candidates,

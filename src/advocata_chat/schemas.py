@@ -234,6 +234,12 @@ class ErrorBody(BaseModel):
     )
 
 
+class Progress(BaseModel):
+    done: int = Field(description="Units done")
+    total: int | None = Field(description="Units in all; null until known")
+    unit: Literal["chunks"] = Field(description="What is counted")
+
+
 class DocumentOut(BaseModel):
     model_config = _example(ex.DOCUMENT, from_attributes=True)
 
@@ -244,8 +250,17 @@ class DocumentOut(BaseModel):
     media_type: str = Field(description="MIME type, from the file's extension")
     size_bytes: int = Field(description="Size of the uploaded file")
     sha256: str = Field(description="Of the file's bytes; the same bytes are stored once")
-    status: str = Field(description="processing, ready or failed")
+    status: str = Field(description="queued (waiting for a worker), processing, ready or failed")
     error: str | None = Field(None, description="Why indexing failed")
+    error_code: str | None = Field(
+        None,
+        description="The failure's machine code: a refusal of the file (`unreadable_file`, "
+        "`empty_document`, `document_too_large`, `extraction_timeout`, …), or "
+        "`indexing_failed` for an error on our side",
+    )
+    progress: Progress | None = Field(
+        None, description="While `processing`: chunks embedded so far, of how many"
+    )
     chunk_count: int = Field(description="Indexed chunks")
     page_count: int | None = Field(
         description="Pages of a PDF, frames of an image (a photo is one page); null for other "

@@ -14,7 +14,7 @@ from langchain_postgres import Column, PGEngine, PGVectorStore
 from langchain_postgres.v2.hybrid_search_config import HybridSearchConfig
 from langchain_postgres.v2.indexes import HNSWIndex, HNSWQueryOptions
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 TABLE = "chunks"
 TSV_LANG = "pg_catalog.russian"
@@ -138,7 +138,7 @@ async def _store(engine: AsyncEngine, embeddings: Embeddings) -> PGVectorStore:
 
 # One statement per batch of chunks. PGVectorStore.aadd_embeddings inserts row by row with a
 # commit each, which made database writes the largest share of ingestion (bench/ingest.py).
-# Same columns and upsert as PGVectorStore, so re-indexing a document overwrites its chunks.
+# Same columns as PGVectorStore.
 _INSERT = f"""
 INSERT INTO {TABLE} (id, content, embedding, content_tsv, langchain_metadata, user_id,
                      document_id, chunk_index, start_char, end_char, page, title)
@@ -169,30 +169,33 @@ class ChunkRow:
     page: int | None
 
 
-async def add_chunks(
-    engine: AsyncEngine,
+async def replace_chunks(
+    conn: AsyncConnection,
     *,
     user_id: uuid.UUID,
     document_id: uuid.UUID,
     title: str,
     rows: list[ChunkRow],
+    batch: int = 256,
 ) -> None:
-    """Insert (or overwrite) one document's chunks in a single statement."""
-    if not rows:
-        return
-    params = {
-        "user_id": user_id,
-        "document_id": document_id,
-        "title": title,
-        "ids": [r.id for r in rows],
-        "contents": [r.content for r in rows],
-        "embeddings": [str([float(x) for x in r.embedding]) for r in rows],
-        "chunk_indexes": [r.chunk_index for r in rows],
-        "starts": [r.start for r in rows],
-        "ends": [r.end for r in rows],
-        "pages": [r.page for r in rows],
-    }
-    async with engine.begin() as conn:
+    """Make `rows` a document's chunks, on the caller's transaction: a delete, then one
+    insert statement per `batch` rows. Inside one transaction a retried or concurrent job
+    can never leave duplicated or half-written chunks, only the old set or the new one."""
+    await conn.execute(text(f"DELETE FROM {TABLE} WHERE document_id = :d"), {"d": document_id})
+    for first in range(0, len(rows), batch):
+        part = rows[first : first + batch]
+        params = {
+            "user_id": user_id,
+            "document_id": document_id,
+            "title": title,
+            "ids": [r.id for r in part],
+            "contents": [r.content for r in part],
+            "embeddings": [str([float(x) for x in r.embedding]) for r in part],
+            "chunk_indexes": [r.chunk_index for r in part],
+            "starts": [r.start for r in part],
+            "ends": [r.end for r in part],
+            "pages": [r.page for r in part],
+        }
         await conn.execute(text(_INSERT), params)
 
 

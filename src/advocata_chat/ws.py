@@ -32,6 +32,7 @@ from advocata_chat.frames import (
     CancelFrame,
     ClientFrameBase,
     Connected,
+    DocumentFrame,
     EditFrame,
     Error,
     Frame,
@@ -42,6 +43,7 @@ from advocata_chat.frames import (
     ResumeFrame,
     SendFrame,
     bad,
+    document_topic,
     parse_client,
 )
 from advocata_chat.resume import Cursor
@@ -215,6 +217,8 @@ class Writer:
     async def _next(self, item: Frame | Direct | Resume) -> list[Frame]:
         if isinstance(item, Direct):
             return [item.frame]
+        if isinstance(item, DocumentFrame):  # not part of any answer: never held back
+            return [item]
         if isinstance(item, Resume):
             return await self._resume(item)
         if self.held is not None:
@@ -249,6 +253,7 @@ async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
     answering = await resume.in_progress(rt, cid)
     out = Writer(ws, cid, answering)
     hub.subscribe(cid, out.outbox)
+    hub.subscribe(document_topic(who.user_id), out.outbox)  # `document` frames (ingest.py)
     out.outbox.put_nowait(Direct(Connected(conversation_id=cid, message_id=answering)))
     if answering:
         grace = Resume(answering, 0, auto=True)
@@ -280,6 +285,7 @@ async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
                 out.outbox.put_nowait(Direct(reply))
     finally:
         hub.unsubscribe(cid, out.outbox)
+        hub.unsubscribe(document_topic(who.user_id), out.outbox)
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer

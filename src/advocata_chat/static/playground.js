@@ -204,14 +204,18 @@ async function loadDocuments() {
     const item = el("li");
     item.dataset.status = d.status;
     item.append(el("span", "title", d.title));
-    const info = d.status === "ready" ? `${d.chunk_count} chunks` : d.error || "indexing…";
+    const progress = d.progress && d.progress.total ? ` ${d.progress.done}/${d.progress.total}` : "";
+    const info =
+      d.status === "ready"
+        ? `${d.chunk_count} chunks`
+        : d.error || (d.status === "queued" ? "waiting for a worker…" : `indexing…${progress}`);
     item.append(el("span", `status ${d.status}`, d.status), el("span", "muted small", info));
     list.append(item);
   }
   if (!page.items.length) list.append(el("li", "muted", "No documents yet"));
   // Indexing continues in the background: poll until every document settles.
   clearTimeout(documentPoll);
-  if (page.items.some((d) => d.status === "processing")) {
+  if (page.items.some((d) => d.status === "queued" || d.status === "processing")) {
     documentPoll = setTimeout(() => loadDocuments().catch(() => {}), 1500);
   }
 }
