@@ -35,6 +35,9 @@ class SearchParams:
     rrf_k: int = 60
     vector_weight: float = 1.0
     text_weight: float = 1.0
+    # One swap in the top k for a chunk of another document (see diversify); chosen by
+    # cross-validation in `advocata-chat eval` like the weights.
+    diversify: bool = True
 
 
 _SPLIT = re.compile(
@@ -124,7 +127,7 @@ def rank_hits(lists: Lists, params: SearchParams) -> list[Hit]:
     """Every candidate, best first: weighted RRF, then the diversity step for the top k."""
     weight = {"vector": params.vector_weight, "text": params.text_weight}
     fused = fuse([(hits, weight[kind]) for kind, hits in lists], rrf_k=params.rrf_k)
-    top = diversify(fused, params.top_k)
+    top = diversify(fused, params.top_k) if params.diversify else fused[: params.top_k]
     chosen = {h.chunk_id for h in top}
     return top + [h for h in fused if h.chunk_id not in chosen]
 
