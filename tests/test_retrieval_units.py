@@ -1,5 +1,5 @@
-"""Pure parts of retrieval and evaluation: fusion, the diversity swap, keyword matching,
-cross-validation folds."""
+"""Pure parts of retrieval, context and evaluation: fusion, the diversity swap, packing the
+context by rank, offline sentence choice, keyword matching, cross-validation folds."""
 
 from __future__ import annotations
 
@@ -80,3 +80,96 @@ def test_touching_chunks_of_one_document_become_one_source():
     first, other = packed["sources"]
     assert (first["start"], first["end"], first["content"]) == (0, len(text), text)
     assert first["n"] == 1 and other["document_id"] == str(B) and other["n"] == 2
+
+
+def test_the_context_fills_by_rank_so_a_low_ranked_neighbour_cannot_crowd_out_the_second_chunk():
+    from langchain_core.documents import Document
+
+    from advocata_chat.tokens import count_tokens
+    from chains.context import pack_sources
+
+    lease = "Арендная плата составляет 45 000 рублей в месяц. " + "Прочие условия. " * 150
+    pets = "Содержание кошки или собаки допускается с письменного согласия наймодателя."
+
+    def chunk(text: str, s: int, e: int, document: uuid.UUID, title: str) -> Document:
+        meta = {"document_id": str(document), "start": s, "end": e, "title": title}
+        return Document(page_content=text[s:e], metadata=meta)
+
+    rent = chunk(lease, 0, 60, A, "Договор найма")
+    second = chunk(pets, 0, len(pets), B, "Правила")
+    # Ranked third: the rest of the lease, touching the first chunk and far over the budget.
+    neighbour = chunk(lease, 40, len(lease), A, "Договор найма")
+    budget = count_tokens(rent.page_content + pets) + 60
+    assert count_tokens(lease) > budget
+
+    packed = pack_sources([rent, second, neighbour], max_tokens=budget)
+    assert [s["content"] for s in packed["sources"]] == [rent.page_content, pets]
+    assert [s["n"] for s in packed["sources"]] == [1, 2]
+
+
+def test_a_touching_chunk_that_fits_joins_its_source_at_the_cost_of_what_it_adds():
+    from langchain_core.documents import Document
+
+    from chains.context import pack_sources
+
+    text = "Первый пункт. Второй пункт. Третий пункт. Четвёртый пункт."
+
+    def chunk(s: int, e: int) -> Document:
+        meta = {"document_id": str(A), "start": s, "end": e, "title": "Договор"}
+        return Document(page_content=text[s:e], metadata=meta)
+
+    # The third chunk bridges the first two: the three become one passage.
+    packed = pack_sources([chunk(0, 13), chunk(28, len(text)), chunk(10, 30)], max_tokens=4000)
+    [source] = packed["sources"]
+    assert (source["start"], source["end"], source["content"]) == (0, len(text), text)
+
+
+def test_one_chunk_larger_than_the_budget_is_cut_rather_than_lost():
+    from langchain_core.documents import Document
+
+    from chains.context import pack_sources
+
+    text = "Очень длинный пункт договора. " * 200
+    doc = Document(
+        page_content=text,
+        metadata={"document_id": str(A), "start": 0, "end": len(text), "title": "Договор"},
+    )
+    [source] = pack_sources([doc], max_tokens=120)["sources"]
+    assert text.startswith(source["content"]) and 0 < len(source["content"]) < len(text)
+
+
+WORKS = [
+    (1, "Договор подряда", "Цена работ по договору составляет 164 800 рублей."),
+    (2, "Расписка", "Подрядчик получил от заказчика аванс по договору в размере 50 000 рублей."),
+    (3, "Справка о доходах", "Средняя месячная зарплата заказчика составляет 90 000 рублей."),
+]
+
+
+def test_an_offline_answer_quotes_a_second_document_that_answers_nearly_as_well():
+    from advocata_chat.extractive import choose, compose
+
+    question = "Какая цена работ по договору, если подрядчик уже получил аванс?"
+    answer = compose(choose(question, WORKS, threshold=0.1, other_document=0.7))
+    assert "164 800" in answer and "50 000" in answer and "[1]" in answer and "[2]" in answer
+    assert "90 000" not in answer  # the salary answers nothing here
+    # With the second document switched off, only the best one is quoted.
+    alone = compose(choose(question, WORKS, threshold=0.1, other_document=99.0))
+    assert "164 800" in alone and "50 000" not in alone
+
+
+def test_an_offline_answer_to_a_one_document_question_quotes_that_document_only():
+    from advocata_chat.extractive import choose
+
+    chosen = choose("Какова цена работ по договору?", WORKS, threshold=0.1, other_document=0.7)
+    assert {c.n for c in chosen} == {1}
+
+
+def test_without_the_diversity_swap_the_top_k_is_the_fused_ranking():
+    from advocata_chat.retrieval import SearchParams, rank_hits
+
+    ranked = [hit(f"a{i}", A) for i in range(5)] + [hit("b", B)]
+    lists = [("vector", ranked)]
+    plain = rank_hits(lists, SearchParams(top_k=5, diversify=False))
+    assert [h.chunk_id for h in plain[:5]] == [f"a{i}" for i in range(5)]
+    swapped = rank_hits(lists, SearchParams(top_k=5, diversify=True))
+    assert "b" in [h.chunk_id for h in swapped[:5]]
