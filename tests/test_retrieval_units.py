@@ -164,12 +164,21 @@ def test_an_offline_answer_to_a_one_document_question_quotes_that_document_only(
     assert {c.n for c in chosen} == {1}
 
 
-def test_without_the_diversity_swap_the_top_k_is_the_fused_ranking():
+def test_the_diversity_swap_is_tuned_by_its_ratio():
     from advocata_chat.retrieval import SearchParams, rank_hits
 
     ranked = [hit(f"a{i}", A) for i in range(5)] + [hit("b", B)]
     lists = [("vector", ranked)]
-    plain = rank_hits(lists, SearchParams(top_k=5, diversify=False))
+    plain = rank_hits(lists, SearchParams(top_k=5, diversify=1.0))
     assert [h.chunk_id for h in plain[:5]] == [f"a{i}" for i in range(5)]
-    swapped = rank_hits(lists, SearchParams(top_k=5, diversify=True))
+    swapped = rank_hits(lists, SearchParams(top_k=5, diversify=0.0))
     assert "b" in [h.chunk_id for h in swapped[:5]]
+    # The default swaps only a close newcomer: "b" ranks right below the cut (RRF k 60).
+    close = rank_hits(lists, SearchParams(top_k=5))
+    assert "b" in [h.chunk_id for h in close[:5]]
+
+
+def test_the_diversity_swap_leaves_a_far_weaker_other_document_out():
+    ranked = [hit(f"a{i}", A, 10 - i) for i in range(5)] + [hit("b", B, 1)]
+    assert [h.chunk_id for h in diversify(ranked, 5, ratio=0.8)] == [f"a{i}" for i in range(5)]
+    assert "b" in [h.chunk_id for h in diversify(ranked, 5, ratio=0.0)]

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     rag_rrf_k: int = 10  # with the 2:1 weights: what 4 of 5 cross-validation folds picked
     rag_vector_weight: float = 2.0
     rag_text_weight: float = 1.0
-    rag_diversify: bool = True  # one top-k swap for another document's chunk (cross-validated)
+    # One top-k swap for another document's chunk scoring this share of the one it replaces
+    # (0 always, 1 never; cross-validated).
+    rag_diversify: float = 0.8
     # The offline answer also quotes another document's best sentence when its evidence
     # reaches this share of the best sentence's (cross-validated).
     offline_other_document: float = 0.7

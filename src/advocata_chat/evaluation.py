@@ -395,16 +395,14 @@ async def retrieval_cv(rt, corpus: Corpus, questions: list[Question], *, k: int)
         (wv, rk, div)
         for wv in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
         for rk in (10, 30, 60, 100)
-        for div in (True, False)
+        for div in (0.0, 0.7, 0.8, 0.9, 1.0)
     ]
     cache: dict[tuple, float] = {}
 
     def score(g, qid: str) -> float:
         if (g, qid) not in cache:
             wv, rk, div = g
-            params = replace(
-                rt.search, vector_weight=wv, text_weight=1.0, rrf_k=rk, diversify=div
-            )
+            params = replace(rt.search, vector_weight=wv, text_weight=1.0, rrf_k=rk, diversify=div)
             hits = rank_hits(lists[qid], params)[:k]
             cache[g, qid] = float(snippets_in(by_id[qid].snippets, (h.content for h in hits)))
         return cache[g, qid]
