@@ -55,7 +55,7 @@ class OfflineChatModel(BaseChatModel):
     model_name: str = OFFLINE_MODEL_NAME
     embeddings: Any = None  # optional sentence embedder that sharpens sentence choice
     threshold: float = 0.225  # OFFLINE_ABSTAIN_THRESHOLD, chosen by cross-validation
-    other_document: float = 0.7  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
+    other_document: float = 0.6  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
 
     @property
     def _llm_type(self) -> str:

@@ -38,7 +38,7 @@ class SearchParams:
     # The one diversity swap (see diversify) happens when the other document's chunk
     # scores at least this share of the chunk it replaces: 0 always, 1 never. Chosen by
     # cross-validation in `advocata-chat eval` like the weights.
-    diversify: float = 0.8
+    diversify: float = 0.9
 
 
 _SPLIT = re.compile(
@@ -78,8 +78,7 @@ def diversify(hits: list[Hit], k: int, keep: list[str] = (), ratio: float = 0.0)
     ranks just below the cut and scores at least `ratio` of the chunk it would replace: a
     question that needs two documents otherwise gets k chunks of the first. One swap at
     most, and only a close one: an unconditional swap pushed the right chunk of a
-    one-document question out of the top k (docs/quality.md: lookups 0.87 -> 0.74; 0.81
-    with the 0.8 ratio).
+    one-document question out of the top k (docs/quality.md).
     """
     kept = [h for h in hits if h.chunk_id in keep][:k]
     top = kept + [h for h in hits if h.chunk_id not in keep][: k - len(kept)]
