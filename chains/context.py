@@ -21,64 +21,42 @@ def _union(kept: Document, doc: Document) -> Document:
     return Document(id=kept.id, page_content=text, metadata=meta)
 
 
-def _touches(kept: Document, doc: Document) -> bool:
-    a, b = kept.metadata, doc.metadata
-    return (
-        a.get("document_id") == b.get("document_id")
-        and "start" in a
-        and "start" in b
-        and b["start"] <= a["end"]
-        and b["end"] >= a["start"]
-    )
-
-
-def _cost(n: int, doc: Document) -> int:
-    return count_tokens(format_source(n, doc.metadata.get("title", ""), doc.page_content))
+def merge_overlapping(docs: list[Document]) -> list[Document]:
+    """Chunks overlap by RAG_CHUNK_OVERLAP characters: when two ranked chunks of one document
+    touch, they become one source at the better one's place, so the overlap is not paid twice
+    from the token budget and the model reads one passage instead of two halves."""
+    kept: list[Document] = []
+    for doc in docs:
+        m = doc.metadata
+        for i, k in enumerate(kept):
+            km = k.metadata
+            same = km.get("document_id") == m.get("document_id") and "start" in m
+            if same and m["start"] <= km["end"] and m["end"] >= km["start"]:
+                kept[i] = _union(k, doc)
+                break
+        else:
+            kept.append(doc)
+    return kept
 
 
 def pack_sources(docs: list[Document], max_tokens: int) -> dict:
-    """Fill the token budget in rank order and number the sources [1..n].
-
-    Chunks overlap by RAG_CHUNK_OVERLAP characters: a chunk that touches sources already
-    kept from its document joins them (one passage, the overlap paid once) and costs only
-    what it adds. A chunk that does not fit is skipped and the next ones are tried, so a
-    short addition ranked below still gets in. Merging every touching chunk first (before)
-    let a run of low-ranked neighbours of the top chunk eat the budget of chunks ranked
-    second and third (docs/quality.md).
-    """
-    kept: list[Document] = []
-    used = 0
+    """Number the chunks [1..n] in rank order, dropping (or cutting) what does not fit."""
+    docs = merge_overlapping(docs)
+    blocks: list[str] = []
+    sources: list[dict] = []
+    budget = max_tokens
     for doc in docs:
-        touching = [k for k in kept if _touches(k, doc)]
-        merged = doc
-        if touching:
-            # One passage at the place (and with the metadata) of the best-ranked part.
-            merged = _union(touching[0], doc)
-            for k in touching[1:]:
-                merged = _union(merged, k)
-        n = len(kept) + 1
-        cost = _cost(n, merged) - sum(_cost(n, k) for k in touching)
-        if used + cost > max_tokens:
-            room = max_tokens - used - _cost(n, Document(page_content=""))
-            if kept or room < 50:
-                continue
-            # Even the best chunk alone is over the budget: it is cut rather than lost.
-            merged = Document(
-                id=doc.id,
-                page_content=truncate_to_tokens(doc.page_content, room),
-                metadata=doc.metadata,
-            )
-            cost = _cost(n, merged)
-        if touching:
-            kept[next(i for i, k in enumerate(kept) if k is touching[0])] = merged
-            kept = [k for k in kept if all(k is not t for t in touching[1:])]
-        else:
-            kept.append(merged)
-        used += cost
-    blocks, sources = [], []
-    for n, doc in enumerate(kept, 1):
-        blocks.append(format_source(n, doc.metadata.get("title", ""), doc.page_content))
-        sources.append({"n": n, **doc.metadata, "content": doc.page_content})
+        n = len(sources) + 1
+        overhead = count_tokens(format_source(n, doc.metadata.get("title", ""), ""))
+        room = budget - overhead
+        if room < 50:
+            break
+        body = doc.page_content
+        if count_tokens(body) > room:
+            body = truncate_to_tokens(body, room)
+        budget -= overhead + count_tokens(body)
+        blocks.append(format_source(n, doc.metadata.get("title", ""), body))
+        sources.append({"n": n, **doc.metadata, "content": body})
     return {"context": "\n\n".join(blocks) or NO_SOURCES, "sources": sources}
 
 

@@ -1,5 +1,5 @@
 """Pure parts of retrieval, context and evaluation: fusion, the diversity swap, packing the
-context by rank, offline sentence choice, keyword matching, cross-validation folds."""
+context, offline sentence choice, keyword matching, cross-validation folds."""
 
 from __future__ import annotations
 
@@ -80,62 +80,6 @@ def test_touching_chunks_of_one_document_become_one_source():
     first, other = packed["sources"]
     assert (first["start"], first["end"], first["content"]) == (0, len(text), text)
     assert first["n"] == 1 and other["document_id"] == str(B) and other["n"] == 2
-
-
-def test_the_context_fills_by_rank_so_a_low_ranked_neighbour_cannot_crowd_out_the_second_chunk():
-    from langchain_core.documents import Document
-
-    from advocata_chat.tokens import count_tokens
-    from chains.context import pack_sources
-
-    lease = "Арендная плата составляет 45 000 рублей в месяц. " + "Прочие условия. " * 150
-    pets = "Содержание кошки или собаки допускается с письменного согласия наймодателя."
-
-    def chunk(text: str, s: int, e: int, document: uuid.UUID, title: str) -> Document:
-        meta = {"document_id": str(document), "start": s, "end": e, "title": title}
-        return Document(page_content=text[s:e], metadata=meta)
-
-    rent = chunk(lease, 0, 60, A, "Договор найма")
-    second = chunk(pets, 0, len(pets), B, "Правила")
-    # Ranked third: the rest of the lease, touching the first chunk and far over the budget.
-    neighbour = chunk(lease, 40, len(lease), A, "Договор найма")
-    budget = count_tokens(rent.page_content + pets) + 60
-    assert count_tokens(lease) > budget
-
-    packed = pack_sources([rent, second, neighbour], max_tokens=budget)
-    assert [s["content"] for s in packed["sources"]] == [rent.page_content, pets]
-    assert [s["n"] for s in packed["sources"]] == [1, 2]
-
-
-def test_a_touching_chunk_that_fits_joins_its_source_at_the_cost_of_what_it_adds():
-    from langchain_core.documents import Document
-
-    from chains.context import pack_sources
-
-    text = "Первый пункт. Второй пункт. Третий пункт. Четвёртый пункт."
-
-    def chunk(s: int, e: int) -> Document:
-        meta = {"document_id": str(A), "start": s, "end": e, "title": "Договор"}
-        return Document(page_content=text[s:e], metadata=meta)
-
-    # The third chunk bridges the first two: the three become one passage.
-    packed = pack_sources([chunk(0, 13), chunk(28, len(text)), chunk(10, 30)], max_tokens=4000)
-    [source] = packed["sources"]
-    assert (source["start"], source["end"], source["content"]) == (0, len(text), text)
-
-
-def test_one_chunk_larger_than_the_budget_is_cut_rather_than_lost():
-    from langchain_core.documents import Document
-
-    from chains.context import pack_sources
-
-    text = "Очень длинный пункт договора. " * 200
-    doc = Document(
-        page_content=text,
-        metadata={"document_id": str(A), "start": 0, "end": len(text), "title": "Договор"},
-    )
-    [source] = pack_sources([doc], max_tokens=120)["sources"]
-    assert text.startswith(source["content"]) and 0 < len(source["content"]) < len(text)
 
 
 WORKS = [
