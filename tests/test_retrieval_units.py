@@ -1,5 +1,5 @@
-"""Pure parts of retrieval and evaluation: fusion, the diversity swap, keyword matching,
-cross-validation folds."""
+"""Pure parts of retrieval, context and evaluation: fusion, the diversity swap, packing the
+context, offline sentence choice, keyword matching, cross-validation folds."""
 
 from __future__ import annotations
 
@@ -80,3 +80,49 @@ def test_touching_chunks_of_one_document_become_one_source():
     first, other = packed["sources"]
     assert (first["start"], first["end"], first["content"]) == (0, len(text), text)
     assert first["n"] == 1 and other["document_id"] == str(B) and other["n"] == 2
+
+
+WORKS = [
+    (1, "Договор подряда", "Цена работ по договору составляет 164 800 рублей."),
+    (2, "Расписка", "Подрядчик получил от заказчика аванс по договору в размере 50 000 рублей."),
+    (3, "Справка о доходах", "Средняя месячная зарплата заказчика составляет 90 000 рублей."),
+]
+
+
+def test_an_offline_answer_quotes_a_second_document_that_answers_nearly_as_well():
+    from advocata_chat.extractive import choose, compose
+
+    question = "Какая цена работ по договору, если подрядчик уже получил аванс?"
+    answer = compose(choose(question, WORKS, threshold=0.1, other_document=0.7))
+    assert "164 800" in answer and "50 000" in answer and "[1]" in answer and "[2]" in answer
+    assert "90 000" not in answer  # the salary answers nothing here
+    # With the second document switched off, only the best one is quoted.
+    alone = compose(choose(question, WORKS, threshold=0.1, other_document=99.0))
+    assert "164 800" in alone and "50 000" not in alone
+
+
+def test_an_offline_answer_to_a_one_document_question_quotes_that_document_only():
+    from advocata_chat.extractive import choose
+
+    chosen = choose("Какова цена работ по договору?", WORKS, threshold=0.1, other_document=0.7)
+    assert {c.n for c in chosen} == {1}
+
+
+def test_the_diversity_swap_is_tuned_by_its_ratio():
+    from advocata_chat.retrieval import SearchParams, rank_hits
+
+    ranked = [hit(f"a{i}", A) for i in range(5)] + [hit("b", B)]
+    lists = [("vector", ranked)]
+    plain = rank_hits(lists, SearchParams(top_k=5, diversify=1.0))
+    assert [h.chunk_id for h in plain[:5]] == [f"a{i}" for i in range(5)]
+    swapped = rank_hits(lists, SearchParams(top_k=5, diversify=0.0))
+    assert "b" in [h.chunk_id for h in swapped[:5]]
+    # The default swaps only a close newcomer: "b" ranks right below the cut (RRF k 60).
+    close = rank_hits(lists, SearchParams(top_k=5))
+    assert "b" in [h.chunk_id for h in close[:5]]
+
+
+def test_the_diversity_swap_leaves_a_far_weaker_other_document_out():
+    ranked = [hit(f"a{i}", A, 10 - i) for i in range(5)] + [hit("b", B, 1)]
+    assert [h.chunk_id for h in diversify(ranked, 5, ratio=0.8)] == [f"a{i}" for i in range(5)]
+    assert "b" in [h.chunk_id for h in diversify(ranked, 5, ratio=0.0)]

@@ -63,9 +63,15 @@ class Settings(BaseSettings):
     # The offline answerer abstains below this sentence score (chosen by cross-validation
     # in `advocata-chat eval`; see docs/quality.md).
     offline_abstain_threshold: float = 0.225
-    rag_rrf_k: int = 10  # with the 2:1 weights: what 4 of 5 cross-validation folds picked
-    rag_vector_weight: float = 2.0
+    rag_rrf_k: int = 10  # with the 1.5:1 weights: what the cross-validation folds picked
+    rag_vector_weight: float = 1.5
     rag_text_weight: float = 1.0
+    # One top-k swap for another document's chunk scoring this share of the one it replaces
+    # (0 always, 1 never; cross-validated).
+    rag_diversify: float = 0.9
+    # The offline answer also quotes another document's best sentence when its evidence
+    # reaches this share of the best sentence's (cross-validated).
+    offline_other_document: float = 0.6
 
     # History put into the prompt is bounded, so long chats don't grow the cost of a turn.
     history_max_messages: int = 40

@@ -391,13 +391,18 @@ async def retrieval_cv(rt, corpus: Corpus, questions: list[Question], *, k: int)
             params=rt.search,
         )
     by_id = {q.id: q for q in answerable}
-    grid = [(wv, rk) for wv in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0) for rk in (10, 30, 60, 100)]
+    grid = [
+        (wv, rk, div)
+        for wv in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+        for rk in (10, 30, 60, 100)
+        for div in (0.0, 0.7, 0.8, 0.9, 1.0)
+    ]
     cache: dict[tuple, float] = {}
 
     def score(g, qid: str) -> float:
         if (g, qid) not in cache:
-            wv, rk = g
-            params = replace(rt.search, vector_weight=wv, text_weight=1.0, rrf_k=rk)
+            wv, rk, div = g
+            params = replace(rt.search, vector_weight=wv, text_weight=1.0, rrf_k=rk, diversify=div)
             hits = rank_hits(lists[qid], params)[:k]
             cache[g, qid] = float(snippets_in(by_id[qid].snippets, (h.content for h in hits)))
         return cache[g, qid]
@@ -444,6 +449,49 @@ def abstention_cv(results: list[QuestionResult], questions: list[Question], embe
     return {
         "held_out_abstention_no_answer": _mean(no),
         "held_out_false_abstention": _mean(yes),
+        "picks": picks,
+    }
+
+
+def other_document_cv(
+    results: list[QuestionResult],
+    questions: list[Question],
+    corpus: Corpus,
+    embed,
+    *,
+    threshold: float,
+) -> dict:
+    """How close another document's best sentence must come to the best one to be quoted
+    too (`OFFLINE_OTHER_DOCUMENT`), chosen by 5-fold CV on the mean of "every gold document
+    cited" and citation precision, re-answering over the sources each answer was given."""
+    from advocata_chat.extractive import choose, sentence_similarity
+
+    embed = sentence_similarity(embed)  # one cache: each sentence is embedded once
+    by_id = {q.id: q for q in questions}
+    grid = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 99.0]  # 99: never quote another document
+    cache: dict[tuple, tuple[float, float]] = {}
+
+    def figures(g: float, qid: str) -> tuple[float, float]:
+        if (g, qid) not in cache:
+            q, r = by_id[qid], results_by_id[qid]
+            sources = [(s["n"], s.get("title", ""), s["content"]) for s in r.sources]
+            doc_of = {s["n"]: corpus.doc_names.get(s.get("document_id"), "?") for s in r.sources}
+            chosen = choose(q.question, sources, embed=embed, threshold=threshold, other_document=g)
+            cited = [doc_of[c.n] for c in chosen]
+            cache[g, qid] = (
+                float(all(d in cited for d in q.gold_docs)),
+                sum(d in q.gold_docs for d in cited) / len(cited) if cited else 0.0,
+            )
+        return cache[g, qid]
+
+    results_by_id = {r.id: r for r in results}
+    ids = [r.id for r in results if by_id[r.id].gold_docs]
+    held, picks = cross_validate(ids, grid, lambda g, qid: sum(figures(g, qid)) / 2)
+    fold_of = {i: n for n, fold in enumerate(folds(ids, 5)) for i in fold}
+    held_figures = [figures(picks[fold_of[i]], i) for i in ids]
+    return {
+        "held_out_gold_docs_cited": _mean(f[0] for f in held_figures),
+        "held_out_citation_precision": _mean(f[1] for f in held_figures),
         "picks": picks,
     }
 
@@ -497,6 +545,13 @@ async def run(
                     if not settings.uses_openai:
                         cv["abstention"] = abstention_cv(
                             results["current"], questions, rt.embeddings
+                        )
+                        cv["other document"] = other_document_cv(
+                            results["current"],
+                            questions,
+                            corpus,
+                            rt.embeddings,
+                            threshold=settings.offline_abstain_threshold,
                         )
     return Report(questions, results, baselines, cv)
 

@@ -225,19 +225,26 @@ def best_score(
     return max(c.evidence for c in ranked) if ranked else None
 
 
+# Further sentences of the best source join it down to this share of its score (up to
+# MAX_SENTENCES in all): the answer is often the clause next to the best-matching one.
+SAME_SOURCE_RATIO = 0.5
+MAX_SENTENCES = 5
+
+
 def choose(
     question: str,
     sources: list[tuple[int, str, str]],
     *,
     embed: Similarity | None = None,
     threshold: float = 0.25,
-    max_sentences: int = 3,
+    other_document: float = 0.7,
 ) -> list[Candidate]:
     """The sentences that answer the question, best first; empty means abstain.
 
-    Further sentences join the best one only when they score close to it and come from the
-    same source, or when the question has several parts, each of which may need its own
-    document: quoting a second document otherwise mixes unrelated text into the answer.
+    The best sentence, the best one for each part of a compound question, the sentences of
+    the best source that score close to it, and the best sentence of one other document
+    when its evidence reaches `other_document` times the best (cross-validated): a question
+    may need two documents, but quoting a weaker one mixes unrelated text into the answer.
     """
     ranked = _score(question, sources, embed)
     # The rank of a source says which is likeliest, not whether any answers: abstention
@@ -246,19 +253,27 @@ def choose(
         return []
     best = ranked[0]
     chosen = [best]
-    parts = sub_questions(question)
-    if parts:
-        for part in parts:
-            part_ranked = _score(part, sources, embed) or []
-            for c in part_ranked[:1]:
-                if c.evidence >= threshold and c.text not in {x.text for x in chosen}:
-                    chosen.append(c)
-    for c in ranked[1:]:
-        if len(chosen) >= max_sentences or c.score < 0.75 * best.score:
-            break
-        if c.n == best.n and c.text not in {x.text for x in chosen}:
+
+    def add(c: Candidate) -> None:
+        if c.text not in {x.text for x in chosen}:
             chosen.append(c)
-    return chosen[:max_sentences]
+
+    for part in sub_questions(question):
+        for c in (_score(part, sources, embed) or [])[:1]:
+            if c.evidence >= threshold:
+                add(c)
+    for c in ranked[1:]:
+        if len(chosen) >= MAX_SENTENCES - 1 or c.score < SAME_SOURCE_RATIO * best.score:
+            break
+        if c.n == best.n:
+            add(c)
+    # Sources are told apart by document title: two chunks of one document are one document.
+    title = {n: t for n, t, _ in sources}
+    documents = {title[c.n] for c in chosen}
+    other = next((c for c in ranked if title[c.n] not in documents), None)
+    if other is not None and other.evidence >= other_document * best.evidence:
+        add(other)
+    return chosen[:MAX_SENTENCES]
 
 
 def compose(chosen: list[Candidate]) -> str:

@@ -55,6 +55,7 @@ class OfflineChatModel(BaseChatModel):
     model_name: str = OFFLINE_MODEL_NAME
     embeddings: Any = None  # optional sentence embedder that sharpens sentence choice
     threshold: float = 0.225  # OFFLINE_ABSTAIN_THRESHOLD, chosen by cross-validation
+    other_document: float = 0.6  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
 
     @property
     def _llm_type(self) -> str:
@@ -70,7 +71,13 @@ class OfflineChatModel(BaseChatModel):
         sources = parse_sources(prompt)
         if sources or NO_SOURCES in prompt:
             embed = None if self.embeddings is None else sentence_similarity(self.embeddings)
-            chosen = choose(question, sources, embed=embed, threshold=self.threshold)
+            chosen = choose(
+                question,
+                sources,
+                embed=embed,
+                threshold=self.threshold,
+                other_document=self.other_document,
+            )
             return compose(chosen)
         short = question if len(question) <= 200 else question[:200] + "…"
         return NO_MODEL_NOTICE.format(question=short)

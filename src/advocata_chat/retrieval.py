@@ -35,6 +35,10 @@ class SearchParams:
     rrf_k: int = 60
     vector_weight: float = 1.0
     text_weight: float = 1.0
+    # The one diversity swap (see diversify) happens when the other document's chunk
+    # scores at least this share of the chunk it replaces: 0 always, 1 never. Chosen by
+    # cross-validation in `advocata-chat eval` like the weights.
+    diversify: float = 0.9
 
 
 _SPLIT = re.compile(
@@ -69,11 +73,12 @@ def fuse(ranked_lists: list[tuple[list[Hit], float]], *, rrf_k: int) -> list[Hit
     return sorted(by_id.values(), key=lambda h: (-h.score, h.chunk_id))
 
 
-def diversify(hits: list[Hit], k: int, keep: list[str] = ()) -> list[Hit]:
+def diversify(hits: list[Hit], k: int, keep: list[str] = (), ratio: float = 0.0) -> list[Hit]:
     """Top k, with the chunks in `keep`, and the best chunk of another document when one
-    ranks just below the cut: a question that needs two documents otherwise gets k chunks
-    of the first. One swap at most: more pushed the right chunk of a one-document question
-    out of the top k (docs/quality.md: lookups 0.84 -> 0.68 with every swap, 0.74 with one).
+    ranks just below the cut and scores at least `ratio` of the chunk it would replace: a
+    question that needs two documents otherwise gets k chunks of the first. One swap at
+    most, and only a close one: an unconditional swap pushed the right chunk of a
+    one-document question out of the top k (docs/quality.md).
     """
     kept = [h for h in hits if h.chunk_id in keep][:k]
     top = kept + [h for h in hits if h.chunk_id not in keep][: k - len(kept)]
@@ -82,9 +87,9 @@ def diversify(hits: list[Hit], k: int, keep: list[str] = ()) -> list[Hit]:
     if newcomer is not None and len(top) == k:
         counts = {d: sum(1 for t in top if t.document_id == d) for d in docs}
         crowded = max(counts, key=counts.get)
-        if counts[crowded] >= 2:
-            # Replace the weakest chunk of the most represented document.
-            victim = max(i for i, t in enumerate(top) if t.document_id == crowded)
+        # Replace the weakest chunk of the most represented document.
+        victim = max(i for i, t in enumerate(top) if t.document_id == crowded)
+        if counts[crowded] >= 2 and newcomer.score >= ratio * top[victim].score:
             top[victim] = newcomer
     return sorted(top, key=lambda h: -h.score)
 
@@ -124,7 +129,7 @@ def rank_hits(lists: Lists, params: SearchParams) -> list[Hit]:
     """Every candidate, best first: weighted RRF, then the diversity step for the top k."""
     weight = {"vector": params.vector_weight, "text": params.text_weight}
     fused = fuse([(hits, weight[kind]) for kind, hits in lists], rrf_k=params.rrf_k)
-    top = diversify(fused, params.top_k)
+    top = diversify(fused, params.top_k, ratio=params.diversify)
     chosen = {h.chunk_id for h in top}
     return top + [h for h in fused if h.chunk_id not in chosen]
 

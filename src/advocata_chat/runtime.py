@@ -106,6 +106,7 @@ async def start_runtime(
         if isinstance(llm, OfflineChatModel):
             llm.embeddings = embedder
             llm.threshold = settings.offline_abstain_threshold
+            llm.other_document = settings.offline_other_document
     s = settings
     return Runtime(
         settings=settings,
@@ -127,5 +128,6 @@ async def start_runtime(
             rrf_k=s.rag_rrf_k,
             vector_weight=s.rag_vector_weight,
             text_weight=s.rag_text_weight,
+            diversify=s.rag_diversify,
         ),
     )
