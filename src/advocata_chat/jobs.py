@@ -92,12 +92,13 @@ async def work(rt: Runtime, *, concurrency: int, publish: Publish | None = None)
         stalled_worker_timeout=s.ingest_stalled_seconds,
         shutdown_graceful_timeout=5,
     )
-    task = asyncio.create_task(worker.run(), name="ingest-worker")
     # Finished jobs are only history: a week of it is kept (pruned at each worker start).
+    # Before the worker's task exists, so a cancel here leaves nothing running.
     with contextlib.suppress(Exception):
         await rt.queue.job_manager.delete_old_jobs(
             nb_hours=JOB_HISTORY_HOURS, queue=s.ingest_queue, include_failed=True
         )
+    task = asyncio.create_task(worker.run(), name="ingest-worker")
     try:
         while not task.done():
             try:
