@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # How long a burst of turns waits for a free connection before the request fails with
+    # database_unavailable. A database that is down fails at connect, not here, so a long
+    # wait only queues work that a loaded event loop is slow to hand back.
+    db_pool_timeout_seconds: float = 120.0
 
     # Model provider (the seed's variables plus the OpenAI-compatible base URL)
     openai_api_key: SecretStr | None = None

@@ -67,6 +67,7 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         async_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
         pool_pre_ping=True,
         # A failed statement's message would otherwise carry its bound values (document
         # text, messages) into the ERROR log and into whatever stores str(exc).
