@@ -68,23 +68,34 @@ async def upload_document(
         bool, Query(description="Answer once indexing is done (status `ready` or `failed`)")
     ] = False,
 ):
-    limit = rt.settings.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
-    doc, created = await documents.upload(
-        rt,
-        user_id=user,
-        filename=(file.filename or "").replace("\x00", ""),
-        data=data,
-        title=(title or "").replace("\x00", "").strip() or None,
-        wait=wait,
-    )
-    # Issue 16: a photo's own bytes, for a vision-capable model when it is attached.
-    await attachments.keep_original(rt, document_id=doc.id, media_type=doc.media_type, data=data)
+    title = (title or "").replace("\x00", "").strip() or None
+    doc, created = await upload_file(rt, user, file, title=title, wait=wait)
     if not created:
         response.status_code = 200
     return doc
+
+
+async def read_upload(file: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, refused past `limit` without reading further."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
+    return data
+
+
+async def upload_file(
+    rt, user: uuid.UUID, file: UploadFile, *, title: str | None = None, wait: bool = False
+):
+    """Upload one multipart file as the user's document (this route, and photos sent with
+    a message): `(document, created)`."""
+    data = await read_upload(file, rt.settings.max_upload_bytes)
+    filename = (file.filename or "").replace("\x00", "")
+    doc, created = await documents.upload(
+        rt, user_id=user, filename=filename, data=data, title=title, wait=wait
+    )
+    # A photo's own bytes, for a vision-capable model when it is attached.
+    await attachments.keep_original(rt, document_id=doc.id, media_type=doc.media_type, data=data)
+    return doc, created
 
 
 @router.get(

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlalchemy import select
 
-from advocata_chat import attachments, conversations, documents, speech, voice
-from advocata_chat.api_documents import UPLOAD
+from advocata_chat import attachments, conversations, speech, voice
+from advocata_chat.api_documents import UPLOAD, read_upload, upload_file
 from advocata_chat.api_turns import TURN, TURN_OK, answer
 from advocata_chat.conversations import readable
 from advocata_chat.deps import CurrentPrincipal, CurrentUser, RuntimeDep
@@ -33,13 +33,6 @@ SPEECH_OK = {
         },
     }
 }
-
-
-async def _read(file: UploadFile, limit: int) -> bytes:
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The file is over the {limit}-byte upload limit")
-    return data
 
 
 @router.post(
@@ -82,13 +75,8 @@ async def send_with_files(
     attachments.check_count(files, limit=rt.settings.max_attachments, field_name="files")
     ids = []
     for file in files:
-        data = await _read(file, rt.settings.max_upload_bytes)
         # The message is answered from the file's text: wait for its indexing job.
-        name = (file.filename or "").replace("\x00", "")
-        doc, _ = await documents.upload(rt, user_id=user, filename=name, data=data, wait=True)
-        await attachments.keep_original(
-            rt, document_id=doc.id, media_type=doc.media_type, data=data
-        )
+        doc, _ = await upload_file(rt, user, file, wait=True)
         ids.append(doc.id)
     req = TurnRequest.send(
         user_id=user,
@@ -142,7 +130,7 @@ async def ask_by_voice(
         rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
     )
     voice.endpoint(rt.settings)  # 503 before the upload is read when there is no recogniser
-    data = await _read(file, rt.settings.max_audio_bytes)
+    data = await read_upload(file, rt.settings.max_audio_bytes)
     media_type, seconds = await voice.audio_info(rt.settings, data)
     heard = await voice.transcribe(rt.settings, data=data, media_type=media_type)
     heard["duration_seconds"] = heard["duration_seconds"] or round(seconds, 2)

@@ -41,25 +41,6 @@ VISION_MAX_SIDE = 2048  # pixels; larger photos are scaled down before they go t
 FOUND_BY = "attachment"  # a source's `found_by`: attached to the message, not retrieved
 
 
-def parse_ids(raw: object, *, limit: int, field_name: str = "attachments") -> list[uuid.UUID]:
-    """A list of document ids from a WebSocket frame or a form field; duplicates dropped."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-        raise InvalidInput(
-            f"'{field_name}' must be a list of document ids",
-            detail=[{"loc": ["body", field_name]}],
-        )
-    try:
-        ids = [uuid.UUID(x) for x in raw]
-    except ValueError:
-        raise InvalidInput(
-            f"'{field_name}' must be a list of document ids",
-            detail=[{"loc": ["body", field_name]}],
-        ) from None
-    return check_count(list(dict.fromkeys(ids)), limit=limit, field_name=field_name)
-
-
 def check_count(ids: list, *, limit: int, field_name: str = "attachments") -> list:
     if len(ids) > limit:
         raise InvalidInput(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
@@ -12,8 +14,12 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from advocata_chat.config import Settings
+from advocata_chat.errors import ModelError, ModelUnavailable
 from advocata_chat.offline import E5Embeddings, OfflineChatModel, USEEmbeddings
 from advocata_chat.tokens import count_message_tokens, count_tokens
+
+if TYPE_CHECKING:
+    import openai
 
 
 def build_chat_model(settings: Settings) -> BaseChatModel:
@@ -151,3 +157,28 @@ class UsageTracker(AsyncCallbackHandler):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@contextlib.asynccontextmanager
+async def audio_client(
+    settings: Settings, *, base_url: str | None, api_key: str, what: str
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An OpenAI-protocol client for the audio endpoints (speech recognition, synthesis);
+    what it raises comes out as our model errors, naming `what` failed."""
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=settings.openai_timeout_seconds,
+        max_retries=settings.openai_max_retries,
+    )
+    try:
+        async with client:
+            yield client
+    except (openai.APIConnectionError, openai.RateLimitError) as exc:
+        raise ModelUnavailable(
+            f"The {what} could not be reached or is rate limiting; retry later"
+        ) from exc
+    except openai.APIStatusError as exc:
+        raise ModelError(f"The {what} returned an error ({exc.status_code})") from exc

@@ -23,8 +23,9 @@ from typing import Literal
 from sqlalchemy import select
 
 from advocata_chat.config import Settings
-from advocata_chat.errors import AppError, InvalidInput, ModelError, ModelUnavailable
+from advocata_chat.errors import AppError, InvalidInput
 from advocata_chat.extractive import DISCLAIMER as EXTRACTIVE_DISCLAIMER
+from advocata_chat.llm import audio_client
 from advocata_chat.models import SpeechCache, utcnow
 from advocata_chat.runtime import Runtime
 
@@ -126,31 +127,20 @@ async def speak(
 
 
 async def _provider(settings: Settings, *, text: str, voice: str, fmt: Format) -> bytes:
-    import openai
-
     key = settings.tts_api_key or settings.openai_api_key
-    client = openai.AsyncOpenAI(
-        base_url=settings.tts_base_url,
-        api_key=key.get_secret_value() if key else "not-needed",
-        timeout=settings.openai_timeout_seconds,
-        max_retries=settings.openai_max_retries,
-    )
-    try:
-        async with client:
-            response = await client.audio.speech.create(
-                model=settings.tts_model,
-                voice=voice,
-                input=text,
-                # OpenAI's "opus" is Opus in an Ogg container.
-                response_format="opus" if fmt == "ogg" else fmt,
-            )
-            return response.content
-    except (openai.APIConnectionError, openai.RateLimitError) as exc:
-        raise ModelUnavailable(
-            "The speech synthesiser could not be reached or is rate limiting; retry later"
-        ) from exc
-    except openai.APIStatusError as exc:
-        raise ModelError(f"The speech synthesiser returned an error ({exc.status_code})") from exc
+    api_key = key.get_secret_value() if key else "not-needed"
+    what = "speech synthesiser"
+    async with audio_client(
+        settings, base_url=settings.tts_base_url, api_key=api_key, what=what
+    ) as client:
+        response = await client.audio.speech.create(
+            model=settings.tts_model,
+            voice=voice,
+            input=text,
+            # OpenAI's "opus" is Opus in an Ogg container.
+            response_format="opus" if fmt == "ogg" else fmt,
+        )
+        return response.content
 
 
 # eSpeak NG keeps global state (one voice, one callback): one synthesis at a time.

@@ -17,11 +17,10 @@ from advocata_chat.config import Settings
 from advocata_chat.errors import (
     AppError,
     InvalidInput,
-    ModelError,
-    ModelUnavailable,
     PayloadTooLarge,
 )
 from advocata_chat.extract import EmptyDocument, UnreadableFile, UnsupportedFile
+from advocata_chat.llm import audio_client
 
 
 class TranscriptionUnavailable(AppError):
@@ -138,32 +137,17 @@ def endpoint(settings: Settings) -> tuple[str | None, str]:
 
 async def transcribe(settings: Settings, *, data: bytes, media_type: str) -> dict:
     """The transcript, language and duration, as the message stores them (`voice`)."""
-    import openai
-
     base, key = endpoint(settings)
     name = (
         f"voice-{uuid.uuid4().hex[:8]}.{next(k for k, v in AUDIO_TYPES.items() if v == media_type)}"
     )
-    client = openai.AsyncOpenAI(
-        base_url=base,
-        api_key=key,
-        timeout=settings.openai_timeout_seconds,
-        max_retries=settings.openai_max_retries,
-    )
-    try:
-        async with client:
-            result = await client.audio.transcriptions.create(
-                model=settings.stt_model,
-                file=(name, data, media_type),
-                language=settings.stt_language,
-                response_format="verbose_json",
-            )
-    except (openai.APIConnectionError, openai.RateLimitError) as exc:
-        raise ModelUnavailable(
-            "The speech recogniser could not be reached or is rate limiting; retry later"
-        ) from exc
-    except openai.APIStatusError as exc:
-        raise ModelError(f"The speech recogniser returned an error ({exc.status_code})") from exc
+    async with audio_client(settings, base_url=base, api_key=key, what="speech recogniser") as c:
+        result = await c.audio.transcriptions.create(
+            model=settings.stt_model,
+            file=(name, data, media_type),
+            language=settings.stt_language,
+            response_format="verbose_json",
+        )
     text = (getattr(result, "text", "") or "").replace("\x00", "").strip()
     if not text:
         raise NoSpeech("No speech was recognised in the recording")

@@ -298,7 +298,8 @@ def _request(user: uuid.UUID, cid: uuid.UUID, frame: ClientFrameBase, settings) 
     match frame:
         case SendFrame():
             content = conversations.check_message(settings, frame.content, field="content")
-            ids = attachments.check_count(frame.attachments, limit=settings.max_attachments)
+            ids = list(dict.fromkeys(frame.attachments))  # each document once
+            ids = attachments.check_count(ids, limit=settings.max_attachments)
             return TurnRequest.send(**who, content=content, attachments=ids)
         case EditFrame():
             content = conversations.check_message(settings, frame.content, field="content")
