@@ -322,6 +322,160 @@ async def test_silence_is_no_speech(stub_client, stub, auth, alice):
     assert r.status_code == 422 and r.json()["code"] == "no_speech"
 
 
+# --- voice in, over the WebSocket ------------------------------------------------------------
+
+
+def _socket(h: dict, cid: str) -> str:
+    return f"http://test/ws/chat/{cid}?token={h['Authorization'].split()[1]}"
+
+
+async def _upload_voice(client, h, cid: str, recording: bytes, name: str = "вопрос.webm"):
+    return await client.post(
+        f"{CHAT}/{cid}/voice/uploads", files={"file": (name, recording)}, headers=h
+    )
+
+
+async def _until_final(ws) -> tuple[dict, dict]:
+    """The socket's frames up to a turn's `message` or an `error`: (first of each type, last)."""
+    seen: dict = {}
+    while (got := json.loads(await ws.receive_text()))["type"] not in ("message", "error"):
+        seen.setdefault(got["type"], got)
+    return seen, got
+
+
+async def test_a_recording_uploaded_then_named_in_a_voice_frame_is_answered(
+    stub_client, stub, auth, alice
+):
+    stub.state.transcript = "Какая сумма указана в расписке?"
+    async with stub_client() as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        recording = _webm("Какая сумма указана в расписке?")
+        r = await _upload_voice(client, h, cid, recording)
+        assert r.status_code == 201, r.text
+        upload = r.json()
+        assert upload["conversation_id"] == cid and upload["media_type"] == "audio/webm"
+        assert upload["size_bytes"] == len(recording) and 1 < upload["duration_seconds"] < 10
+        assert upload["expires_at"] > upload["created_at"]
+        assert stub.state.transcriptions == []  # nothing is sent until a frame asks
+
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            seen, final = await _until_final(ws)
+            assert final["type"] == "message", final
+            # The same id again: used up, and nothing is stored a second time.
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            again = json.loads(await ws.receive_text())
+        received = seen["message_received"]["message"]
+        assert received["content"] == "Какая сумма указана в расписке?"
+        answer = final["message"]["content"]
+        assert answer == "Ответ модели на вопрос: Какая сумма указана в расписке?"
+        assert again["type"] == "error" and again["code"] == "not_found", again
+
+        question, stored = (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"]
+    assert stored["content"] == answer
+    assert question["voice"]["transcript"] == question["content"] == received["content"]
+    assert question["voice"]["language"] == "russian"
+    assert question["voice"]["media_type"] == "audio/webm"
+    assert question["voice"]["duration_seconds"] > 0
+    # Transcribed once, from the uploaded bytes (the second frame never reached the recogniser).
+    [sent] = stub.state.transcriptions
+    assert sent["bytes"] == len(recording) and sent["filename"].endswith(".webm")
+
+
+async def test_a_voice_frame_naming_no_recording_of_yours_here_is_not_found(
+    stub_client, stub, auth, alice, bob
+):
+    async with stub_client() as client:
+        h, hb = auth(alice), auth(bob)
+        cid, other = await _conversation(client, h), await _conversation(client, h)
+        recording = _wav("Сколько денег получил Гусев?")
+        bobs = (await _upload_voice(client, hb, await _conversation(client, hb), recording)).json()
+        elsewhere = (await _upload_voice(client, h, other, recording)).json()
+        ids = {
+            "someone else's": bobs["id"],
+            "never uploaded": str(uuid.uuid4()),
+            "another conversation's": elsewhere["id"],
+        }
+        errors = {}
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            for what, upload_id in ids.items():
+                await ws.send_text(json.dumps({"type": "voice", "upload_id": upload_id}))
+                errors[what] = json.loads(await ws.receive_text())
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": "abc"}))
+            malformed = json.loads(await ws.receive_text())
+        # A stranger's id is answered exactly like one that never existed.
+        assert len({json.dumps(e, sort_keys=True) for e in errors.values()}) == 1, errors
+        error = errors["someone else's"]
+        assert error["type"] == "error" and error["code"] == "not_found"
+        assert "voice/uploads" in error["error"]
+        assert malformed["code"] == "validation_error" and "upload_id" in malformed["error"]
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+    assert stub.state.transcriptions == []
+
+    # An upload older than VOICE_UPLOAD_TTL_SECONDS is gone the same way.
+    async with stub_client(voice_upload_ttl_seconds=0) as client:
+        cid = await _conversation(client, h)
+        stale = (await _upload_voice(client, h, cid, recording)).json()
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": stale["id"]}))
+            assert json.loads(await ws.receive_text()) == error
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+
+
+async def test_a_voice_frame_without_a_recogniser_is_an_error_frame_naming_the_setting(
+    make_client, stub, auth, alice
+):
+    h = auth(alice)
+    recording = _wav("Здравствуйте")
+    # Uploaded while a recogniser was configured; the server has none when the frame comes.
+    async with make_client(ws=False, stt_base_url=stub.base_url) as client:
+        cid = await _conversation(client, h)
+        upload = (await _upload_voice(client, h, cid, recording, "q.wav")).json()
+    async with make_client() as client:
+        r = await _upload_voice(client, h, cid, recording, "q.wav")
+        assert r.status_code == 503 and r.json()["code"] == "transcription_unavailable"
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            got = json.loads(await ws.receive_text())
+        assert got["type"] == "error" and got["code"] == "transcription_unavailable", got
+        assert "STT_BASE_URL" in got["error"]
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+    assert stub.state.transcriptions == []
+
+
+async def test_voice_uploads_are_checked_like_the_voice_route_and_bounded_per_user(
+    stub_client, stub, auth, alice, bob
+):
+    async with stub_client(max_audio_seconds=1.5, max_voice_uploads=2) as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        cases = [
+            (("q.wav", _wav("Это сообщение явно длиннее полутора секунд звучания")), 413),
+            (("q.mp3", "просто текст".encode()), 415),
+            (("q.webm", b"\x1a\x45\xdf\xa3" + b"\x00" * 200), 422),
+        ]
+        for (name, data), status in cases:
+            r = await _upload_voice(client, h, cid, data, name)
+            assert r.status_code == status, (name, r.text)
+        short = _wav("Да")
+        for _ in range(2):
+            assert (await _upload_voice(client, h, cid, short, "q.wav")).status_code == 201
+        r = await _upload_voice(client, h, cid, short, "q.wav")
+        assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
+        assert "MAX_VOICE_UPLOADS" in r.json()["error"] and int(r.headers["retry-after"]) > 0
+        # The limit is per user; a stranger's conversation is a 404 before anything is read.
+        bobs = await _conversation(client, auth(bob))
+        assert (await _upload_voice(client, auth(bob), bobs, short, "q.wav")).status_code == 201
+        r = await _upload_voice(client, h, bobs, short, "q.wav")
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert stub.state.transcriptions == []
+
+
 # --- voice out ----------------------------------------------------------------------------
 
 

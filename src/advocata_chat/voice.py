@@ -5,22 +5,36 @@ Nothing installable here recognises Russian offline (PROBED.md), so without an e
 route answers 503 naming the setting. The recording's format is checked from its bytes and
 its length from its packets (PyAV, whose wheel carries FFmpeg's demuxers) before anything
 is sent, so a long or broken file costs no provider call.
+
+Over the WebSocket a recording is uploaded first (`store_upload`, checked the same way) and
+named by its id in a `voice` frame; the turn that answers it deletes it in the transaction
+that stores the user message (`consume`), so each upload is answered at most once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import math
 import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from advocata_chat.config import Settings
 from advocata_chat.errors import (
     AppError,
     InvalidInput,
+    NotFound,
     PayloadTooLarge,
 )
 from advocata_chat.extract import EmptyDocument, UnreadableFile, UnsupportedFile
+from advocata_chat.limits import RateLimited
 from advocata_chat.llm import audio_client
+from advocata_chat.models import VoiceUpload, utcnow
+from advocata_chat.runtime import Runtime
 
 
 class TranscriptionUnavailable(AppError):
@@ -48,6 +62,13 @@ class NoSpeech(InvalidInput):
 
     code = "no_speech"
     example = "No speech was recognised in the recording"
+
+
+class VoiceUploadNotFound(NotFound):
+    """No recording of the caller's with this id waits in this conversation: it never
+    existed, is someone else's, was used already or expired (the same answer for each)."""
+
+    example = "Voice upload not found: upload the recording again (POST .../voice/uploads)"
 
 
 # What a recording is, from its first bytes (browsers record webm or ogg with Opus).
@@ -160,6 +181,95 @@ async def transcribe(settings: Settings, *, data: bytes, media_type: str) -> dic
     }
 
 
+async def hear(settings: Settings, *, data: bytes, media_type: str, seconds: float) -> dict:
+    """What a voice message stores: the transcript, and the recording's length as measured
+    here when the recogniser reports none."""
+    heard = await transcribe(settings, data=data, media_type=media_type)
+    heard["duration_seconds"] = heard["duration_seconds"] or round(seconds, 2)
+    return heard
+
+
 async def audio_info(settings: Settings, data: bytes) -> tuple[str, float]:
     """check_audio off the event loop (demuxing a minute of audio takes a few ms)."""
     return await asyncio.to_thread(check_audio, settings, data)
+
+
+# -- recordings uploaded for the WebSocket -------------------------------------------------
+
+
+async def store_upload(
+    rt: Runtime,
+    *,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    data: bytes,
+    media_type: str,
+    seconds: float,
+) -> VoiceUpload:
+    """Keep a checked recording for a `voice` frame, for VOICE_UPLOAD_TTL_SECONDS; at most
+    MAX_VOICE_UPLOADS of a user's wait at a time (429 with Retry-After: when the oldest
+    expires)."""
+    settings, now = rt.settings, utcnow()
+    async with rt.sessions.begin() as s:
+        # Expired recordings (anyone's) go first: the table holds only what may still be sent.
+        await s.execute(delete(VoiceUpload).where(VoiceUpload.expires_at <= now))
+        waiting, oldest = (
+            await s.execute(
+                select(func.count(), func.min(VoiceUpload.expires_at)).where(
+                    VoiceUpload.user_id == user_id
+                )
+            )
+        ).one()
+        limit = settings.max_voice_uploads
+        if limit and waiting >= limit:
+            retry = max(1, math.ceil((oldest - now).total_seconds()))
+            raise RateLimited(
+                f"{waiting} recordings are waiting to be sent; the limit is {limit} "
+                "(MAX_VOICE_UPLOADS): send or let one expire first",
+                detail={"limit": limit, "setting": "MAX_VOICE_UPLOADS", "retry_after": retry},
+                headers={"Retry-After": str(retry)},
+            )
+        upload = VoiceUpload(
+            user_id=user_id,
+            conversation_id=conversation_id,
+            media_type=media_type,
+            duration_seconds=round(seconds, 2),
+            size_bytes=len(data),
+            data=data,
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.voice_upload_ttl_seconds),
+        )
+        s.add(upload)
+    return upload
+
+
+async def load_upload(
+    rt: Runtime, *, user_id: uuid.UUID, conversation_id: uuid.UUID, upload_id: uuid.UUID
+) -> VoiceUpload:
+    """The caller's recording waiting in this conversation, with its bytes."""
+    async with rt.sessions() as s:
+        upload = await s.scalar(
+            select(VoiceUpload)
+            .where(
+                VoiceUpload.id == upload_id,
+                VoiceUpload.user_id == user_id,
+                VoiceUpload.conversation_id == conversation_id,
+                VoiceUpload.expires_at > utcnow(),
+            )
+            .options(undefer(VoiceUpload.data))
+        )
+    if upload is None:
+        raise VoiceUploadNotFound(VoiceUploadNotFound.example)
+    return upload
+
+
+async def consume(s: AsyncSession, *, user_id: uuid.UUID, upload_id: uuid.UUID) -> None:
+    """Inside the transaction that stores the voice message: the recording is used up. If
+    it is gone already (the same id sent twice), the message is not stored a second time."""
+    used = await s.scalar(
+        delete(VoiceUpload)
+        .where(VoiceUpload.id == upload_id, VoiceUpload.user_id == user_id)
+        .returning(VoiceUpload.id)
+    )
+    if used is None:
+        raise VoiceUploadNotFound(VoiceUploadNotFound.example)
