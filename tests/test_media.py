@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from advocata_chat import speech
 from advocata_chat.models import SpeechCache
+from tests import bombs
 from tests.test_documents import DOCS, upload
 from tests.test_ocr import RECEIPT, encoded, needs_ocr, text_image
 
@@ -473,6 +474,39 @@ async def test_voice_uploads_are_checked_like_the_voice_route_and_bounded_per_us
         assert (await _upload_voice(client, auth(bob), bobs, short, "q.wav")).status_code == 201
         r = await _upload_voice(client, h, bobs, short, "q.wav")
         assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert stub.state.transcriptions == []
+
+
+async def test_hostile_recordings_are_read_in_the_sandbox_and_the_server_stays_up(
+    stub_client, stub, auth, alice
+):
+    stalled = bombs.ogg_stalled_clock(4000)  # 2 MB whose length takes ~9 s to count
+    garbage = {
+        "q.webm": b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40,
+        "q.ogg": b"OggS" + b"\xff" * 5000,
+        "q.wav": b"RIFF\xff\xff\xff\xffWAVEfmt " + b"\x07" * 3000,
+        "q.m4a": b"\x00\x00\x00\x20ftypisom" + b"\x7f" * 5000,
+        "q.mp3": b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + b"\x00" * 5000,
+    }
+    # With the length limit lifted, only the sandbox's clock stops the count.
+    async with stub_client(extract_timeout_seconds=1, max_audio_seconds=10**6) as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        r = await _upload_voice(client, h, cid, stalled, "q.ogg")
+        assert r.status_code == 422 and r.json()["code"] == "extraction_timeout", r.text
+        assert r.json()["detail"]["limit"] == "EXTRACT_TIMEOUT_SECONDS"
+        for name, data in garbage.items():
+            r = await _upload_voice(client, h, cid, data, name)
+            assert r.status_code == 422 and r.json()["code"] == "unreadable_file", (name, r.text)
+        # The server is up and reads the next recording as ever.
+        r = await _upload_voice(client, h, cid, _wav("Сколько стоит?"), "q.wav")
+        assert r.status_code == 201 and r.json()["duration_seconds"] > 0.3, r.text
+        assert (await client.get("/healthz")).status_code == 200
+    # Within MAX_AUDIO_SECONDS a clock that stands still is refused at once, never counted on.
+    async with stub_client() as client:
+        cid = await _conversation(client, h)
+        r = await client.post(f"{CHAT}/{cid}/voice", files={"file": ("q.ogg", stalled)}, headers=h)
+        assert r.status_code == 422 and r.json()["code"] == "unreadable_file", r.text
     assert stub.state.transcriptions == []
 
 

@@ -19,6 +19,7 @@ from advocata_chat.limits import RateLimited
 from advocata_chat.messages import MessageNotFound
 from advocata_chat.models import Message
 from advocata_chat.responses import AUTH, CONV, CONVERSATION, DB
+from advocata_chat.sandbox import ExtractionTimeout
 from advocata_chat.schemas import ConversationOut, VoiceUploadOut
 from advocata_chat.turns import TurnRequest
 
@@ -103,6 +104,7 @@ async def send_with_files(
             PayloadTooLarge,
             voice.AudioTooLong,
             *UPLOAD,
+            ExtractionTimeout,
             voice.NoSpeech,
             voice.TranscriptionUnavailable,
             RateLimited,
@@ -131,7 +133,7 @@ async def ask_by_voice(
     )
     voice.endpoint(rt.settings)  # 503 before the upload is read when there is no recogniser
     data = await read_upload(file, rt.settings.max_audio_bytes)
-    media_type, seconds = await voice.audio_info(rt.settings, data)
+    media_type, seconds = await voice.audio_info(rt, data)
     heard = await voice.hear(rt.settings, data=data, media_type=media_type, seconds=seconds)
     content = conversations.check_message(rt.settings, heard["transcript"])
     req = TurnRequest.send(
@@ -153,6 +155,7 @@ async def ask_by_voice(
         PayloadTooLarge,
         voice.AudioTooLong,
         *UPLOAD,
+        ExtractionTimeout,
         voice.TranscriptionUnavailable,
         RateLimited,
     ),
@@ -178,7 +181,7 @@ async def upload_voice(
     )
     voice.endpoint(rt.settings)  # nothing could ever answer the recording
     data = await read_upload(file, rt.settings.max_audio_bytes)
-    media_type, seconds = await voice.audio_info(rt.settings, data)
+    media_type, seconds = await voice.audio_info(rt, data)
     return await voice.store_upload(
         rt,
         user_id=user,
