@@ -564,6 +564,46 @@ async def test_an_answer_is_spoken_offline_in_each_format(client, auth, alice):
     assert rows == 3
 
 
+async def test_the_speech_cache_keeps_the_most_recently_heard_answers_within_its_size(
+    client, make_client, auth, alice
+):
+    h = auth(alice)
+    (a, first), (b, second), (c, third) = [await _answered(client, h) for _ in range(3)]
+    sizes = sorted(
+        len(speech.offline(speech.spoken_text(m["content"], limit=4000), fmt="wav"))
+        for m in (first, second, third)
+    )
+    room = sizes[1] + sizes[2] + sizes[0] // 2  # any two spoken answers fit, never three
+
+    async def hear(cid: str, message: dict) -> bytes:
+        url = f"{CHAT}/{cid}/messages/{message['id']}/speech"
+        r = await client2.get(url, params={"format": "wav"}, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text
+        return r.content
+
+    async def cached() -> set[str]:
+        async with client2.app.state.runtime.sessions() as s:
+            ids = await s.scalars(select(SpeechCache.message_id))
+            total = await s.scalar(select(func.sum(SpeechCache.size_bytes)))
+        assert total <= room  # everyone's entries together (earlier tests' went first)
+        return {str(i) for i in ids} & {first["id"], second["id"], third["id"]}
+
+    async with make_client(ws=False, speech_cache_max_bytes=room) as client2:
+        one = await hear(a, first)
+        two = await hear(b, second)
+        assert await cached() == {first["id"], second["id"]}
+        assert await hear(a, first) == one  # heard again: now the second is the oldest
+        await hear(c, third)
+        assert await cached() == {first["id"], third["id"]}
+        # Evicted, the second answer still speaks (synthesised again: eSpeak NG's output
+        # varies by a few milliseconds from one run to the next)...
+        again = await hear(b, second)
+        assert again.startswith(b"RIFF") and abs(_seconds(again) - _seconds(two)) < 0.1
+        assert _seconds(again) > 1
+        # ...and is cached in place of the least recently heard, the first.
+        assert await cached() == {second["id"], third["id"]}
+
+
 async def test_speech_refuses_an_unknown_voice_or_format(client, auth, alice):
     h = auth(alice)
     cid, answer = await _answered(client, h)
