@@ -1,9 +1,11 @@
 """Files that are small on disk and expensive to open, built on the spot (the tests and
-`bench.uploads` share them): zip bombs in DOCX clothing and PDFs that expand."""
+`bench.uploads` share them): zip bombs in DOCX clothing, PDFs that expand, and a recording
+whose length takes long to count."""
 
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 import zlib
 
@@ -123,3 +125,35 @@ def pdf_shared_stream(pages: int = 100, stream_bytes: int = 4_000_000) -> bytes:
 def pdf_one_huge_stream(stream_bytes: int = 80_000_000) -> bytes:
     """One page whose content stream inflates past pypdf's own 75 MB limit."""
     return pdf(1, b"BT /F1 12 Tf 72 720 Td (x) Tj ET\n" + b" " * stream_bytes)
+
+
+# -- a recording that is small and slow to read ---------------------------------------------
+
+
+def _ogg_crc(data: bytes) -> int:
+    """Ogg's CRC-32 (polynomial 0x04C11DB7, not reflected, no final xor)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        crc &= 0xFFFFFFFF
+    return crc
+
+
+def _ogg_page(packets: list[bytes], *, seq: int, granule: int, flags: int = 0) -> bytes:
+    lacing = b"".join(b"\xff" * (len(p) // 255) + bytes([len(p) % 255]) for p in packets)
+    head = b"OggS" + bytes([0, flags]) + struct.pack("<qII", granule, 1, seq)
+    body = bytes([len(lacing)]) + lacing + b"".join(packets)
+    crc = _ogg_crc(head + b"\0\0\0\0" + body)
+    return head + struct.pack("<I", crc) + body
+
+
+def ogg_stalled_clock(pages: int) -> bytes:
+    """Ogg Opus whose every page repeats one granule position: 255 one-byte packets a page
+    (537 bytes), and a clock that never moves, so counting its length up to a limit never
+    ends early. 4000 pages (2 MB) took ~9 s to count with PyAV before anything bounded it."""
+    head = b"OpusHead" + bytes([1, 1]) + struct.pack("<HIhB", 312, 48000, 0, 0)
+    tags = b"OpusTags" + struct.pack("<I", 1) + b"x" + struct.pack("<I", 0)
+    start = _ogg_page([head], seq=0, granule=0, flags=2) + _ogg_page([tags], seq=1, granule=0)
+    return start + _ogg_page([b"\x00"] * 255, seq=2, granule=480) * pages

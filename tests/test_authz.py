@@ -122,6 +122,7 @@ class World:
     question_id: str = ""
     answer_id: str = ""
     document_id: str = ""
+    voice_upload_id: str = ""  # a recording of Alice's waiting for a `voice` frame
     new_grantee: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -189,6 +190,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{C}/voice"): Rule(
         "conversation", multipart=lambda w: ({"file": ("вопрос.wav", SPOKEN_QUESTION)}, {})
     ),
+    ("POST", f"{C}/voice/uploads"): Rule(
+        "conversation", multipart=lambda w: ({"file": ("вопрос.wav", SPOKEN_QUESTION)}, {})
+    ),
     ("GET", f"{C}/messages/{{message_id}}/speech"): Rule(
         "conversation", lawyer_reads=True, params={"format": "wav"}
     ),
@@ -197,6 +201,7 @@ RULES: dict[tuple[str, str], Rule] = {
 # One frame of each client type, as the owner would send it.
 FRAMES: dict[str, Callable[[World], dict]] = {
     "message": lambda w: {"type": "message", "content": "дай посмотреть"},
+    "voice": lambda w: {"type": "voice", "upload_id": w.voice_upload_id},
     "reply": lambda w: {"type": "reply"},
     "regenerate": lambda w: {"type": "regenerate"},
     "edit": lambda w: {"type": "edit", "message_id": w.question_id, "content": "правка"},
@@ -278,6 +283,10 @@ async def _build(client, w: World) -> None:
     assert r.status_code == 200, r.text
     question, answer = r.json()["messages"]
     w.question_id, w.answer_id = question["id"], answer["id"]
+    files = {"file": ("вопрос.wav", SPOKEN_QUESTION)}
+    r = await client.post(f"{CHAT}/conversations/{w.cid}/voice/uploads", files=files, headers=h)
+    assert r.status_code == 201, r.text
+    w.voice_upload_id = r.json()["id"]
     r = await client.put(
         f"{CHAT}/conversations/{w.cid}/messages/{w.answer_id}/feedback",
         json={"rating": "up", "comment": "спасибо"},

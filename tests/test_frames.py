@@ -122,6 +122,7 @@ def test_parts_of_two_big_frames_interleaved_are_joined_apart():
 MID = str(uuid.uuid4())
 VALID = {
     "message": {"type": "message", "content": "Вопрос"},
+    "voice": {"type": "voice", "upload_id": MID},
     "reply": {"type": "reply"},
     "regenerate": {"type": "regenerate", "use_rag": False},
     "edit": {"type": "edit", "message_id": MID, "content": "Правка"},
@@ -160,6 +161,8 @@ def test_every_client_frame_refuses_a_non_boolean_use_rag(kind):
         (json.dumps({"type": "resume", "message_id": MID, "offset": -1}), "validation_error"),
         (json.dumps({"type": "resume", "message_id": MID, "offset": "3"}), "validation_error"),
         (json.dumps({"type": "resume", "offset": 3}), "validation_error"),
+        (json.dumps({"type": "voice"}), "validation_error"),
+        (json.dumps({"type": "voice", "upload_id": "вопрос.webm"}), "validation_error"),
         (json.dumps({"type": "message", "content": "x" * 300_000}), "frame_too_large"),
     ],
 )

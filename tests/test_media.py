@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from advocata_chat import speech
 from advocata_chat.models import SpeechCache
+from tests import bombs
 from tests.test_documents import DOCS, upload
 from tests.test_ocr import RECEIPT, encoded, needs_ocr, text_image
 
@@ -322,6 +323,193 @@ async def test_silence_is_no_speech(stub_client, stub, auth, alice):
     assert r.status_code == 422 and r.json()["code"] == "no_speech"
 
 
+# --- voice in, over the WebSocket ------------------------------------------------------------
+
+
+def _socket(h: dict, cid: str) -> str:
+    return f"http://test/ws/chat/{cid}?token={h['Authorization'].split()[1]}"
+
+
+async def _upload_voice(client, h, cid: str, recording: bytes, name: str = "вопрос.webm"):
+    return await client.post(
+        f"{CHAT}/{cid}/voice/uploads", files={"file": (name, recording)}, headers=h
+    )
+
+
+async def _until_final(ws) -> tuple[dict, dict]:
+    """The socket's frames up to a turn's `message` or an `error`: (first of each type, last)."""
+    seen: dict = {}
+    while (got := json.loads(await ws.receive_text()))["type"] not in ("message", "error"):
+        seen.setdefault(got["type"], got)
+    return seen, got
+
+
+async def test_a_recording_uploaded_then_named_in_a_voice_frame_is_answered(
+    stub_client, stub, auth, alice
+):
+    stub.state.transcript = "Какая сумма указана в расписке?"
+    async with stub_client() as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        recording = _webm("Какая сумма указана в расписке?")
+        r = await _upload_voice(client, h, cid, recording)
+        assert r.status_code == 201, r.text
+        upload = r.json()
+        assert upload["conversation_id"] == cid and upload["media_type"] == "audio/webm"
+        assert upload["size_bytes"] == len(recording) and 1 < upload["duration_seconds"] < 10
+        assert upload["expires_at"] > upload["created_at"]
+        assert stub.state.transcriptions == []  # nothing is sent until a frame asks
+
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            seen, final = await _until_final(ws)
+            assert final["type"] == "message", final
+            # The same id again: used up, and nothing is stored a second time.
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            again = json.loads(await ws.receive_text())
+        received = seen["message_received"]["message"]
+        assert received["content"] == "Какая сумма указана в расписке?"
+        answer = final["message"]["content"]
+        assert answer == "Ответ модели на вопрос: Какая сумма указана в расписке?"
+        assert again["type"] == "error" and again["code"] == "not_found", again
+
+        question, stored = (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"]
+    assert stored["content"] == answer
+    assert question["voice"]["transcript"] == question["content"] == received["content"]
+    assert question["voice"]["language"] == "russian"
+    assert question["voice"]["media_type"] == "audio/webm"
+    assert question["voice"]["duration_seconds"] > 0
+    # Transcribed once, from the uploaded bytes (the second frame never reached the recogniser).
+    [sent] = stub.state.transcriptions
+    assert sent["bytes"] == len(recording) and sent["filename"].endswith(".webm")
+
+
+async def test_a_voice_frame_naming_no_recording_of_yours_here_is_not_found(
+    stub_client, stub, auth, alice, bob
+):
+    async with stub_client() as client:
+        h, hb = auth(alice), auth(bob)
+        cid, other = await _conversation(client, h), await _conversation(client, h)
+        recording = _wav("Сколько денег получил Гусев?")
+        bobs = (await _upload_voice(client, hb, await _conversation(client, hb), recording)).json()
+        elsewhere = (await _upload_voice(client, h, other, recording)).json()
+        ids = {
+            "someone else's": bobs["id"],
+            "never uploaded": str(uuid.uuid4()),
+            "another conversation's": elsewhere["id"],
+        }
+        errors = {}
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            for what, upload_id in ids.items():
+                await ws.send_text(json.dumps({"type": "voice", "upload_id": upload_id}))
+                errors[what] = json.loads(await ws.receive_text())
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": "abc"}))
+            malformed = json.loads(await ws.receive_text())
+        # A stranger's id is answered exactly like one that never existed.
+        assert len({json.dumps(e, sort_keys=True) for e in errors.values()}) == 1, errors
+        error = errors["someone else's"]
+        assert error["type"] == "error" and error["code"] == "not_found"
+        assert "voice/uploads" in error["error"]
+        assert malformed["code"] == "validation_error" and "upload_id" in malformed["error"]
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+    assert stub.state.transcriptions == []
+
+    # An upload older than VOICE_UPLOAD_TTL_SECONDS is gone the same way.
+    async with stub_client(voice_upload_ttl_seconds=0) as client:
+        cid = await _conversation(client, h)
+        stale = (await _upload_voice(client, h, cid, recording)).json()
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": stale["id"]}))
+            assert json.loads(await ws.receive_text()) == error
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+
+
+async def test_a_voice_frame_without_a_recogniser_is_an_error_frame_naming_the_setting(
+    make_client, stub, auth, alice
+):
+    h = auth(alice)
+    recording = _wav("Здравствуйте")
+    # Uploaded while a recogniser was configured; the server has none when the frame comes.
+    async with make_client(ws=False, stt_base_url=stub.base_url) as client:
+        cid = await _conversation(client, h)
+        upload = (await _upload_voice(client, h, cid, recording, "q.wav")).json()
+    async with make_client() as client:
+        r = await _upload_voice(client, h, cid, recording, "q.wav")
+        assert r.status_code == 503 and r.json()["code"] == "transcription_unavailable"
+        async with aconnect_ws(_socket(h, cid), client) as ws:
+            assert json.loads(await ws.receive_text())["type"] == "connected"
+            await ws.send_text(json.dumps({"type": "voice", "upload_id": upload["id"]}))
+            got = json.loads(await ws.receive_text())
+        assert got["type"] == "error" and got["code"] == "transcription_unavailable", got
+        assert "STT_BASE_URL" in got["error"]
+        assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+    assert stub.state.transcriptions == []
+
+
+async def test_voice_uploads_are_checked_like_the_voice_route_and_bounded_per_user(
+    stub_client, stub, auth, alice, bob
+):
+    async with stub_client(max_audio_seconds=1.5, max_voice_uploads=2) as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        cases = [
+            (("q.wav", _wav("Это сообщение явно длиннее полутора секунд звучания")), 413),
+            (("q.mp3", "просто текст".encode()), 415),
+            (("q.webm", b"\x1a\x45\xdf\xa3" + b"\x00" * 200), 422),
+        ]
+        for (name, data), status in cases:
+            r = await _upload_voice(client, h, cid, data, name)
+            assert r.status_code == status, (name, r.text)
+        short = _wav("Да")
+        for _ in range(2):
+            assert (await _upload_voice(client, h, cid, short, "q.wav")).status_code == 201
+        r = await _upload_voice(client, h, cid, short, "q.wav")
+        assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
+        assert "MAX_VOICE_UPLOADS" in r.json()["error"] and int(r.headers["retry-after"]) > 0
+        # The limit is per user; a stranger's conversation is a 404 before anything is read.
+        bobs = await _conversation(client, auth(bob))
+        assert (await _upload_voice(client, auth(bob), bobs, short, "q.wav")).status_code == 201
+        r = await _upload_voice(client, h, bobs, short, "q.wav")
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert stub.state.transcriptions == []
+
+
+async def test_hostile_recordings_are_read_in_the_sandbox_and_the_server_stays_up(
+    stub_client, stub, auth, alice
+):
+    stalled = bombs.ogg_stalled_clock(4000)  # 2 MB whose length takes ~9 s to count
+    garbage = {
+        "q.webm": b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40,
+        "q.ogg": b"OggS" + b"\xff" * 5000,
+        "q.wav": b"RIFF\xff\xff\xff\xffWAVEfmt " + b"\x07" * 3000,
+        "q.m4a": b"\x00\x00\x00\x20ftypisom" + b"\x7f" * 5000,
+        "q.mp3": b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + b"\x00" * 5000,
+    }
+    # With the length limit lifted, only the sandbox's clock stops the count.
+    async with stub_client(extract_timeout_seconds=1, max_audio_seconds=10**6) as client:
+        h = auth(alice)
+        cid = await _conversation(client, h)
+        r = await _upload_voice(client, h, cid, stalled, "q.ogg")
+        assert r.status_code == 422 and r.json()["code"] == "extraction_timeout", r.text
+        assert r.json()["detail"]["limit"] == "EXTRACT_TIMEOUT_SECONDS"
+        for name, data in garbage.items():
+            r = await _upload_voice(client, h, cid, data, name)
+            assert r.status_code == 422 and r.json()["code"] == "unreadable_file", (name, r.text)
+        # The server is up and reads the next recording as ever.
+        r = await _upload_voice(client, h, cid, _wav("Сколько стоит?"), "q.wav")
+        assert r.status_code == 201 and r.json()["duration_seconds"] > 0.3, r.text
+        assert (await client.get("/healthz")).status_code == 200
+    # Within MAX_AUDIO_SECONDS a clock that stands still is refused at once, never counted on.
+    async with stub_client() as client:
+        cid = await _conversation(client, h)
+        r = await client.post(f"{CHAT}/{cid}/voice", files={"file": ("q.ogg", stalled)}, headers=h)
+        assert r.status_code == 422 and r.json()["code"] == "unreadable_file", r.text
+    assert stub.state.transcriptions == []
+
+
 # --- voice out ----------------------------------------------------------------------------
 
 
@@ -374,6 +562,46 @@ async def test_an_answer_is_spoken_offline_in_each_format(client, auth, alice):
             select(func.count()).where(SpeechCache.message_id == uuid.UUID(answer["id"]))
         )
     assert rows == 3
+
+
+async def test_the_speech_cache_keeps_the_most_recently_heard_answers_within_its_size(
+    client, make_client, auth, alice
+):
+    h = auth(alice)
+    (a, first), (b, second), (c, third) = [await _answered(client, h) for _ in range(3)]
+    sizes = sorted(
+        len(speech.offline(speech.spoken_text(m["content"], limit=4000), fmt="wav"))
+        for m in (first, second, third)
+    )
+    room = sizes[1] + sizes[2] + sizes[0] // 2  # any two spoken answers fit, never three
+
+    async def hear(cid: str, message: dict) -> bytes:
+        url = f"{CHAT}/{cid}/messages/{message['id']}/speech"
+        r = await client2.get(url, params={"format": "wav"}, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text
+        return r.content
+
+    async def cached() -> set[str]:
+        async with client2.app.state.runtime.sessions() as s:
+            ids = await s.scalars(select(SpeechCache.message_id))
+            total = await s.scalar(select(func.sum(SpeechCache.size_bytes)))
+        assert total <= room  # everyone's entries together (earlier tests' went first)
+        return {str(i) for i in ids} & {first["id"], second["id"], third["id"]}
+
+    async with make_client(ws=False, speech_cache_max_bytes=room) as client2:
+        one = await hear(a, first)
+        two = await hear(b, second)
+        assert await cached() == {first["id"], second["id"]}
+        assert await hear(a, first) == one  # heard again: now the second is the oldest
+        await hear(c, third)
+        assert await cached() == {first["id"], third["id"]}
+        # Evicted, the second answer still speaks (synthesised again: eSpeak NG's output
+        # varies by a few milliseconds from one run to the next)...
+        again = await hear(b, second)
+        assert again.startswith(b"RIFF") and abs(_seconds(again) - _seconds(two)) < 0.1
+        assert _seconds(again) > 1
+        # ...and is cached in place of the least recently heard, the first.
+        assert await cached() == {second["id"], third["id"]}
 
 
 async def test_speech_refuses_an_unknown_voice_or_format(client, auth, alice):

@@ -19,7 +19,8 @@ from advocata_chat.limits import RateLimited
 from advocata_chat.messages import MessageNotFound
 from advocata_chat.models import Message
 from advocata_chat.responses import AUTH, CONV, CONVERSATION, DB
-from advocata_chat.schemas import ConversationOut
+from advocata_chat.sandbox import ExtractionTimeout
+from advocata_chat.schemas import ConversationOut, VoiceUploadOut
 from advocata_chat.turns import TurnRequest
 
 router = APIRouter(prefix="/api/v1/chat")
@@ -103,6 +104,7 @@ async def send_with_files(
             PayloadTooLarge,
             voice.AudioTooLong,
             *UPLOAD,
+            ExtractionTimeout,
             voice.NoSpeech,
             voice.TranscriptionUnavailable,
             RateLimited,
@@ -131,14 +133,63 @@ async def ask_by_voice(
     )
     voice.endpoint(rt.settings)  # 503 before the upload is read when there is no recogniser
     data = await read_upload(file, rt.settings.max_audio_bytes)
-    media_type, seconds = await voice.audio_info(rt.settings, data)
-    heard = await voice.transcribe(rt.settings, data=data, media_type=media_type)
-    heard["duration_seconds"] = heard["duration_seconds"] or round(seconds, 2)
+    media_type, seconds = await voice.audio_info(rt, data)
+    heard = await voice.hear(rt.settings, data=data, media_type=media_type, seconds=seconds)
     content = conversations.check_message(rt.settings, heard["transcript"])
     req = TurnRequest.send(
         user_id=user, conversation_id=conversation_id, content=content, use_rag=use_rag, voice=heard
     )
     return await answer(request, rt, req)
+
+
+@router.post(
+    CONV + "/voice/uploads",
+    status_code=201,
+    response_model=VoiceUploadOut,
+    tags=["voice"],
+    summary="Upload a voice question for the WebSocket",
+    responses=error_responses(
+        *AUTH,
+        *DB,
+        *CONVERSATION,
+        PayloadTooLarge,
+        voice.AudioTooLong,
+        *UPLOAD,
+        ExtractionTimeout,
+        voice.TranscriptionUnavailable,
+        RateLimited,
+    ),
+)
+async def upload_voice(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    rt: RuntimeDep,
+    file: Annotated[
+        UploadFile, File(description="The recording: webm or ogg (Opus), wav, mp3 or m4a")
+    ],
+):
+    """Keep a recording to be asked over the WebSocket: send
+    `{"type": "voice", "upload_id": "<id>"}` on this conversation's socket and it is
+    transcribed and answered exactly like `POST .../voice` (the turn's frames, the user
+    message with its `voice`). Checked as that route checks it (`MAX_AUDIO_SECONDS`,
+    `MAX_AUDIO_BYTES`, the formats; 503 `transcription_unavailable` without a recogniser).
+    An upload is answered once and only in this conversation; unused, it is gone after
+    `VOICE_UPLOAD_TTL_SECONDS`, and at most `MAX_VOICE_UPLOADS` of a user's wait at a time
+    (429 `rate_limited`)."""
+    await conversations.get(
+        rt.sessions, user_id=user, conversation_id=conversation_id, include_messages=False
+    )
+    voice.endpoint(rt.settings)  # nothing could ever answer the recording
+    data = await read_upload(file, rt.settings.max_audio_bytes)
+    media_type, seconds = await voice.audio_info(rt, data)
+    return await voice.store_upload(
+        rt,
+        user_id=user,
+        conversation_id=conversation_id,
+        data=data,
+        media_type=media_type,
+        seconds=seconds,
+    )
 
 
 @router.get(

@@ -85,7 +85,9 @@ class BodySizeLimit:
         limit = self.max_bytes
         path = scope["path"].rstrip("/")
         # Uploads: documents, and photos with a message and voice messages.
-        if path == "/api/v1/documents" or path.endswith(("/messages/upload", "/voice")):
+        if path == "/api/v1/documents" or path.endswith(
+            ("/messages/upload", "/voice", "/voice/uploads")
+        ):
             limit = self.max_upload_bytes
         length = dict(scope["headers"]).get(b"content-length")
         if length and length.isdigit() and int(length) > limit:

@@ -120,12 +120,17 @@ class Settings(BaseSettings):
     stt_language: str = "ru"
     max_audio_seconds: float = 120.0  # a voice message's length
     max_audio_bytes: int = 10_000_000
+    # Recordings uploaded for the WebSocket's `voice` frame: kept this long unless used first,
+    # and at most this many waiting per user (a storage bound; more: 429).
+    voice_upload_ttl_seconds: float = 600.0
+    max_voice_uploads: int = 5
     # Text to speech: TTS_BASE_URL's /v1/audio/speech when set, else offline eSpeak NG.
     tts_base_url: str | None = None
     tts_api_key: SecretStr | None = None  # default: OPENAI_API_KEY
     tts_model: str = "tts-1"
     tts_voice: str = "alloy"  # the provider's default voice; offline it is eSpeak NG's `ru`
     max_speech_chars: int = 4000  # of an answer read aloud (the rest is cut at a sentence)
+    speech_cache_max_bytes: int = 200_000_000  # all users' spoken answers; least recently heard go
     # Ingestion queue (procrastinate, in the same database; ingest.py, jobs.py).
     ingest_worker_in_api: bool = True  # `serve` also runs a worker; off: `advocata-chat worker`
     ingest_concurrency: int = 1  # documents indexed at a time per worker process

@@ -278,6 +278,15 @@ ATTACHMENT = {
     "page_count": 1,
     "ocr_confidence": 0.91,
 }
+VOICE_UPLOAD = {
+    "id": "b11d427b-cfe6-4d5a-a1e2-3f4a5b6c7d8e",
+    "conversation_id": CONVERSATION_ID,
+    "media_type": "audio/webm",
+    "duration_seconds": 2.4,
+    "size_bytes": 38211,
+    "created_at": "2024-01-15T10:35:00Z",
+    "expires_at": "2024-01-15T10:45:00Z",
+}
 VOICE = {
     "transcript": "Какая сумма указана в чеке?",
     "language": "russian",

@@ -189,6 +189,16 @@ class SendFrame(ClientFrameBase):
     attachments: list[uuid.UUID] = Field(default_factory=list)  # uploaded documents' ids
 
 
+class VoiceFrame(ClientFrameBase):
+    """A question by voice: a recording uploaded before, answered like the REST voice route."""
+
+    invalid: ClassVar[str] = (
+        "A voice frame needs 'upload_id', the id POST .../voice/uploads returned"
+    )
+    type: Literal["voice"]
+    upload_id: uuid.UUID
+
+
 class ReplyFrame(ClientFrameBase):
     type: Literal["reply"]
 
@@ -220,7 +230,14 @@ class ResumeFrame(ClientFrameBase):
 
 
 ClientFrame = Annotated[
-    SendFrame | ReplyFrame | RegenerateFrame | EditFrame | CancelFrame | PingFrame | ResumeFrame,
+    SendFrame
+    | VoiceFrame
+    | ReplyFrame
+    | RegenerateFrame
+    | EditFrame
+    | CancelFrame
+    | PingFrame
+    | ResumeFrame,
     Field(discriminator="type"),
 ]
 CLIENT_FRAME_MODELS: dict[str, type[ClientFrameBase]] = {

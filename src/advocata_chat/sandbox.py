@@ -1,4 +1,4 @@
-"""Text extraction in child processes with a time and a memory limit.
+"""Text extraction (and audio probing) in child processes with a time and a memory limit.
 
 A crafted upload can make a parser spin for minutes or allocate gigabytes. Run in a child,
 that costs one process, killed on time, never the API process or the memory it keeps.
@@ -10,6 +10,9 @@ extracts and writes its answer to a pipe; the worker kills it when the time is u
 ordinary file pays a fork and two pipe copies (tens of milliseconds, `bench.uploads`), not an
 interpreter start, and every file starts from the same clean memory. Answers travel as JSON,
 so nothing a child writes is ever unpickled by the API process.
+
+An uploaded recording is probed the same way (`audio_seconds`: FFmpeg's demuxers read the
+untrusted bytes), under the same limits.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+from advocata_chat import audio
 from advocata_chat.errors import AppError, InvalidInput
 from advocata_chat.extract import (
     DocumentTooLarge,
@@ -42,11 +46,20 @@ from advocata_chat.extract import (
 from advocata_chat.ocr import OcrUnavailable
 
 log = logging.getLogger(__name__)
-PARSERS = ["advocata_chat.extract", "pypdf", "docx", "bs4", "PIL.Image", "pytesseract"]
+PARSERS = [
+    "advocata_chat.extract",
+    "advocata_chat.audio",
+    "pypdf",
+    "docx",
+    "bs4",
+    "PIL.Image",
+    "pytesseract",
+]
 REFUSALS = {
     cls.code: cls
     for cls in (UnsupportedFile, UnreadableFile, EmptyDocument, DocumentTooLarge, OcrUnavailable)
 }
+EXTRACT, AUDIO = "extract", "audio"  # a job's kind
 GRACE_SECONDS = 10  # the worker enforces the time limit; the API process waits this longer
 # Sent by the child, before its answer, when OCR starts: from then on the job has
 # OCR_TIMEOUT_SECONDS to finish. JSON never starts with this byte.
@@ -58,9 +71,14 @@ class ExtractionTimeout(InvalidInput):
 
 
 def _answer(out, job: tuple) -> bytes:
-    """In the forked child: extract under limits, answer in JSON. The limits are inherited
-    by the `tesseract` processes OCR starts (each has its own CPU allowance)."""
-    filename, data, limits, memory, seconds, ocr_seconds = job
+    """In the forked child: extract (or probe audio) under limits, answer in JSON. The
+    limits are inherited by the `tesseract` processes OCR starts (each has its own CPU
+    allowance)."""
+    kind, payload, memory, seconds, ocr_seconds = job
+    if kind == AUDIO:
+        # Loaded here, before the limits, not in the worker: FFmpeg's libraries would add
+        # some 100 MB to every document's child (about 0.1 s per recording instead).
+        audio.warm()
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = math.ceil(seconds) + 2  # the worker kills on wall time; this catches the rest
@@ -73,10 +91,15 @@ def _answer(out, job: tuple) -> bytes:
         out.flush()
 
     try:
-        got = extract(filename, data, limits, on_ocr=ocr_started)
-        answer: dict = {
-            "ok": {"text": got.text, "pages": got.pages, "ocr_confidence": got.ocr_confidence}
-        }
+        if kind == AUDIO:
+            data, limit = payload
+            answer: dict = {"ok": {"seconds": audio.seconds(data, limit)}}
+        else:
+            filename, data, limits = payload
+            got = extract(filename, data, limits, on_ocr=ocr_started)
+            answer = {
+                "ok": {"text": got.text, "pages": got.pages, "ocr_confidence": got.ocr_confidence}
+            }
     except AppError as exc:
         answer = {"refused": exc.code, "message": exc.message, "detail": exc.detail}
     except MemoryError:
@@ -223,14 +246,40 @@ class Extractor:
         for worker in self._workers:
             self._idle.put_nowait(worker)
 
-    async def extract(self, filename: str, data: bytes) -> Extracted:
+    async def _run(self, job: tuple, wait: float) -> dict:
         worker = await self._idle.get()
-        job = (filename, data, self.limits, self.memory, self.timeout, self.ocr_timeout)
-        wait = self.timeout + self.ocr_timeout + GRACE_SECONDS
         task = asyncio.ensure_future(asyncio.to_thread(worker.run, job, wait))
         # The worker is free again when its job is done, even if this request is cancelled.
         task.add_done_callback(lambda _: self._idle.put_nowait(worker))
-        return self._result(await asyncio.shield(task))
+        return await asyncio.shield(task)
+
+    async def extract(self, filename: str, data: bytes) -> Extracted:
+        job = (EXTRACT, (filename, data, self.limits), self.memory, self.timeout, self.ocr_timeout)
+        return self._result(await self._run(job, self.timeout + self.ocr_timeout + GRACE_SECONDS))
+
+    async def audio_seconds(self, data: bytes, limit: float) -> float:
+        """The recording's length (counted up to `limit`), read in a child."""
+        job = (AUDIO, (data, limit), self.memory, self.timeout, 0.0)
+        answer = await self._run(job, self.timeout + GRACE_SECONDS)
+        if "ok" in answer:
+            return answer["ok"]["seconds"]
+        if "refused" in answer:
+            cls = REFUSALS.get(answer["refused"], UnreadableFile)
+            raise cls(answer["message"], detail=answer["detail"])
+        if "timeout" in answer:
+            raise ExtractionTimeout(
+                f"Reading the recording took longer than {self.timeout:g} s and was stopped "
+                "(EXTRACT_TIMEOUT_SECONDS)",
+                detail={"limit": "EXTRACT_TIMEOUT_SECONDS", "max": self.timeout},
+            )
+        if "memory" in answer:
+            raise audio.AudioTooLong(
+                "The recording needs more memory to read than allowed "
+                f"(EXTRACT_MEMORY_BYTES={self.memory})",
+                detail={"limit": "EXTRACT_MEMORY_BYTES", "max": self.memory},
+            )
+        log.warning("audio probe failed: %s", answer)
+        raise UnreadableFile("The recording could not be read: it is damaged or not audio")
 
     def _result(self, answer: dict) -> Extracted:
         if "ok" in answer:

@@ -102,6 +102,22 @@ class VoiceOut(BaseModel):
     model: str = Field(description="The transcription model")
 
 
+class VoiceUploadOut(BaseModel):
+    """A recording waiting for the WebSocket's `{"type": "voice", "upload_id"}` frame."""
+
+    model_config = _example(ex.VOICE_UPLOAD, from_attributes=True)
+
+    id: uuid.UUID = Field(description="The `upload_id` to send in the `voice` frame")
+    conversation_id: uuid.UUID = Field(description="The conversation it may be sent in")
+    media_type: str = Field(description="The recording's type, read from its bytes")
+    duration_seconds: float = Field(description="The recording's length")
+    size_bytes: int = Field(description="The recording's size")
+    created_at: datetime = Field(description="When it was uploaded")
+    expires_at: datetime = Field(
+        description="Gone after this unless sent first (`VOICE_UPLOAD_TTL_SECONDS`)"
+    )
+
+
 class Reply(BaseModel):
     model_config = _example({"use_rag": True})
 

@@ -5,7 +5,9 @@ does, offline, with its Russian voice (the `espeakng-loader` wheel ships the lib
 data, so a fresh machine needs nothing from apt). eSpeak gives 16-bit PCM; PyAV (FFmpeg in
 its wheel) encodes it to mp3 (LAME) or ogg (Opus). What is spoken is the answer without its
 `[n]` markers; the offline answerer's long disclaimer is said in one short sentence. Each
-message is synthesised once per voice and format (`speech_cache`).
+message is synthesised once per voice and format (`speech_cache`); the cache holds at most
+`SPEECH_CACHE_MAX_BYTES`, the least recently heard answers going first (an evicted answer is
+simply synthesised again when asked for).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 import wave
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import text, update
 
 from advocata_chat.config import Settings
 from advocata_chat.errors import AppError, InvalidInput
@@ -95,13 +97,17 @@ async def speak(
     """The message spoken, from the cache or synthesised (and cached)."""
     settings = rt.settings
     voice, key = voice_key(settings, voice)
-    async with rt.sessions() as s:
+    async with rt.sessions.begin() as s:
+        # A hit is heard again: it moves to the back of the eviction queue.
         cached = await s.scalar(
-            select(SpeechCache.data).where(
+            update(SpeechCache)
+            .where(
                 SpeechCache.message_id == message_id,
                 SpeechCache.voice == key,
                 SpeechCache.format == fmt,
             )
+            .values(used_at=utcnow())
+            .returning(SpeechCache.data)
         )
     if cached is not None:
         return cached
@@ -112,6 +118,7 @@ async def speak(
         audio = await _provider(settings, text=text, voice=voice, fmt=fmt)
     else:
         audio = await asyncio.to_thread(offline, text, voice=voice, fmt=fmt)
+    now = utcnow()
     async with rt.sessions.begin() as s:
         await s.merge(
             SpeechCache(
@@ -120,10 +127,37 @@ async def speak(
                 format=fmt,
                 media_type=MEDIA_TYPES[fmt],
                 data=audio,
-                created_at=utcnow(),
+                size_bytes=len(audio),
+                created_at=now,
+                used_at=now,
             )
         )
+        await _evict(s, settings.speech_cache_max_bytes)
     return audio
+
+
+# Keep the most recently heard entries that fit in the limit together; drop the rest. One
+# evicting transaction at a time (a try-lock: if another is at it, it frees the room).
+_EVICT = text(
+    """
+    DELETE FROM speech_cache c
+    USING (
+        SELECT message_id, voice, format,
+               sum(size_bytes) OVER (ORDER BY used_at DESC, message_id, voice, format) AS kept
+        FROM speech_cache
+    ) r
+    WHERE c.message_id = r.message_id AND c.voice = r.voice AND c.format = r.format
+      AND r.kept > :max_bytes
+    """
+)
+_EVICT_LOCK = 0x5EEC4  # pg_advisory_xact_lock key of the speech cache's eviction
+
+
+async def _evict(s, max_bytes: int) -> None:
+    if max_bytes <= 0:  # 0: no limit
+        return
+    if await s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _EVICT_LOCK}):
+        await s.execute(_EVICT, {"max_bytes": max_bytes})
 
 
 async def _provider(settings: Settings, *, text: str, voice: str, fmt: Format) -> bytes:

@@ -32,7 +32,7 @@ from langchain_core.runnables import Runnable
 from sqlalchemy import func, select, update
 
 from advocata_chat import attachments as media
-from advocata_chat import limits
+from advocata_chat import limits, voice
 from advocata_chat import messages as writer
 from advocata_chat.citations import extract_citations, unknown_citations
 from advocata_chat.conversations import owned
@@ -118,6 +118,7 @@ class TurnRequest:
     use_rag: bool = True
     attachments: tuple[uuid.UUID, ...] = ()  # send: uploaded documents (photos, scans)
     voice: dict | None = None  # send: the spoken question's transcript, language, duration
+    voice_upload: uuid.UUID | None = None  # send: the uploaded recording it used up (voice.py)
 
     @classmethod
     def send(
@@ -129,6 +130,7 @@ class TurnRequest:
         use_rag: bool = True,
         attachments: Sequence[uuid.UUID] = (),
         voice: dict | None = None,
+        voice_upload: uuid.UUID | None = None,
     ):
         """Store a new user message and answer it."""
         return cls(
@@ -139,6 +141,7 @@ class TurnRequest:
             use_rag=use_rag,
             attachments=tuple(attachments),
             voice=voice,
+            voice_upload=voice_upload,
         )
 
     @classmethod
@@ -217,6 +220,8 @@ async def _start(
     """Inside the lease's transaction: take the lease, store or find the user message (one
     UPDATE of the conversation row for both), read the history before it."""
     lease_until, answer_id = now + _lease_length(rt), uuid.uuid4()
+    if req.voice_upload is not None:  # used up with the message stored, or not at all
+        await voice.consume(s, user_id=req.user_id, upload_id=req.voice_upload)
     msg = await writer.prepare(
         s,
         conv.id,

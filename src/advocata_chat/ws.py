@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import Counter
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from advocata_chat import attachments, conversations, resume, turns
+from advocata_chat import attachments, conversations, resume, turns, voice
 from advocata_chat.auth import Principal, bearer_token, decode_principal
 from advocata_chat.errors import (
     AppError,
@@ -42,6 +43,7 @@ from advocata_chat.frames import (
     ReplyFrame,
     ResumeFrame,
     SendFrame,
+    VoiceFrame,
     bad,
     document_topic,
     parse_client,
@@ -49,6 +51,7 @@ from advocata_chat.frames import (
 from advocata_chat.resume import Cursor
 from advocata_chat.turns import TurnRequest
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 CLOSE_UNAUTHORIZED = 4401
@@ -324,4 +327,43 @@ def _handle(out: Writer, user: uuid.UUID, frame: ClientFrameBase) -> Frame | Non
                 turns.start(rt, hub, _request(user, cid, frame, rt.settings))
             except InvalidInput as exc:
                 return Error.of(exc)
+        case VoiceFrame():
+            # Transcribing takes seconds: not in the loop that reads this socket's frames.
+            rt.spawn(_voice_turn(out, user, frame))
     return None
+
+
+async def _voice_turn(out: Writer, user: uuid.UUID, frame: VoiceFrame) -> None:
+    """The REST voice route's steps for an uploaded recording: transcribe it, then run the
+    turn, which uses the upload up as it stores the message. What goes wrong before the
+    turn starts is told to this socket only, like a refused `message` frame."""
+    rt = out.rt
+    try:
+        voice.endpoint(rt.settings)  # no recogniser: say so before reading anything
+        upload = await voice.load_upload(
+            rt, user_id=user, conversation_id=out.cid, upload_id=frame.upload_id
+        )
+        heard = await voice.hear(
+            rt.settings,
+            data=upload.data,
+            media_type=upload.media_type,
+            seconds=upload.duration_seconds,
+        )
+        content = conversations.check_message(rt.settings, heard["transcript"], field="content")
+        request = TurnRequest.send(
+            user_id=user,
+            conversation_id=out.cid,
+            content=content,
+            use_rag=frame.use_rag,
+            voice=heard,
+            voice_upload=upload.id,
+        )
+        turns.start(rt, out.hub, request)
+    except AppError as exc:
+        out.outbox.put_nowait(Direct(Error.of(exc)))
+    except Exception as exc:
+        if is_database_down(exc):
+            out.outbox.put_nowait(Direct(Error.of(DatabaseUnavailable())))
+            return
+        log.exception("voice frame failed in conversation %s", out.cid)
+        out.outbox.put_nowait(Direct(Error(error="Internal server error", code="internal_error")))

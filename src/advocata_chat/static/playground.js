@@ -479,33 +479,20 @@ function drawAttachments() {
   }
 }
 
-// A voice question goes over REST with `Accept: text/event-stream`: the turn's frames reach
-// this page's socket like a typed message's, the transcript as the question.
+// A voice question is uploaded, then named in a `voice` frame on the socket: the server
+// transcribes it and its frames arrive like a typed message's, the transcript as the question.
 async function sendVoice(blob, name) {
-  if (!state.conversationId) return;
+  if (!state.conversationId || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
   const form = new FormData();
   form.append("file", blob, name);
-  form.append("use_rag", String($("#use-rag").checked));
-  const session = state.session;
+  const path = `/api/v1/chat/conversations/${state.conversationId}/voice/uploads`;
   setBusy(true);
   try {
-    const response = await fetch(`/api/v1/chat/conversations/${state.conversationId}/voice`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
-      body: form,
-    });
-    if (session !== state.session) return;
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      const message = body.error || `${response.status} ${response.statusText}`;
-      if (response.status === 401) refuseToken(message);
-      else showBanner(`Voice message refused: ${message}`);
-      setBusy(false);
-      return;
-    }
-    await response.text(); // the same frames arrive over the socket, which draws them
+    const upload = await api(path, { method: "POST", body: form });
+    const frame = { type: "voice", upload_id: upload.id, use_rag: $("#use-rag").checked };
+    state.socket.send(JSON.stringify(frame));
   } catch (error) {
-    showBanner(`Voice message failed: ${error.message}`);
+    fail("Voice message refused: ")(error);
     setBusy(false);
   }
 }
