@@ -126,3 +126,30 @@ def test_the_diversity_swap_leaves_a_far_weaker_other_document_out():
     ranked = [hit(f"a{i}", A, 10 - i) for i in range(5)] + [hit("b", B, 1)]
     assert [h.chunk_id for h in diversify(ranked, 5, ratio=0.8)] == [f"a{i}" for i in range(5)]
     assert "b" in [h.chunk_id for h in diversify(ranked, 5, ratio=0.0)]
+
+
+def test_eval_shows_which_context_budget_would_have_held_the_gold_passage():
+    from advocata_chat.evaluation import Question, context_budgets
+    from advocata_chat.retrieval import SearchParams
+
+    # Three ranked chunks of ~60 tokens each; the gold clause is in the third.
+    bodies = [f"Пункт {i}. " + "Арендатор обязан вносить плату своевременно. " * 6 for i in (1, 2)]
+    bodies.append("Пункт 3. Содержание домашних животных допускается с согласия наймодателя.")
+    ranked = [
+        Hit(str(i), uuid.uuid4(), "Договор", body, 0, len(body), None, i, score=1 / (i + 1))
+        for i, body in enumerate(bodies)
+    ]
+    q = Question(
+        id="q",
+        set="dev",
+        user="dev:u",
+        question="Можно ли держать кошку?",
+        gold_docs=("dev:lease",),
+        snippets=("Содержание домашних животных допускается",),
+        keywords=(),
+        kind="paraphrase",
+    )
+    # Each long chunk costs ~155 tokens with its source tag: only twice the budget reaches
+    # the third chunk.
+    curve = context_budgets({"q": ranked}, [q], 200, SearchParams())
+    assert curve == {100: 0.0, 200: 0.0, 300: 0.0, 400: 1.0}

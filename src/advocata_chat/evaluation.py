@@ -408,7 +408,28 @@ async def retrieval_cv(rt, corpus: Corpus, questions: list[Question], *, k: int)
         return cache[g, qid]
 
     held, picks = cross_validate(list(by_id), grid, score)
-    return {"held_out_hit@k": held, "picks": picks}
+    ranked = {qid: rank_hits(lists[qid], rt.search) for qid in by_id}
+    budgets = context_budgets(ranked, answerable, rt.settings.rag_max_context_tokens, rt.search)
+    return {"held_out_hit@k": held, "picks": picks, "hit@context by budget": budgets}
+
+
+def context_budgets(ranked: dict, questions: list[Question], budget: int, params) -> dict:
+    """hit@context if the context held more (or fewer) tokens than RAG_MAX_CONTEXT_TOKENS,
+    over the same rankings: nothing here is fitted (more room never loses a passage), it
+    shows what the budget costs in found passages. Ranking and packing variants within
+    4,000 tokens moved this by 0.01 at most; the budget moved it by 0.08 (docs/quality.md)."""
+    from advocata_chat.retrieval import hit_to_document
+    from chains.context import pack_sources
+
+    out = {}
+    for tokens in sorted({budget // 2, budget, budget * 3 // 2, budget * 2}):
+        hits = []
+        for q in questions:
+            docs = [hit_to_document(h) for h in ranked[q.id][: params.context_k]]
+            sources = pack_sources(docs, tokens)["sources"]
+            hits.append(snippets_in(q.snippets, (s["content"] for s in sources)))
+        out[tokens] = _mean(hits)
+    return out
 
 
 def abstention_cv(results: list[QuestionResult], questions: list[Question], embed) -> dict:
