@@ -44,13 +44,13 @@ def session(server, settings):
     user = uuid.uuid4()
     token = mint_token(settings, user_id=user)
     headers = {"Authorization": f"Bearer {token}"}
-    cid = httpx.post(f"{server.url}{CHAT}", json={}, headers=headers).json()["id"]
+    cid = httpx.post(f"{server.url}{CHAT}", json={}, headers=headers, timeout=30).json()["id"]
     ws_url = f"ws://127.0.0.1:{server.port}/ws/chat/{cid}?token={token}"
     return cid, headers, ws_url
 
 
 async def get_json(address: str, headers: dict) -> dict:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         return (await client.get(address, headers=headers)).json()
 
 

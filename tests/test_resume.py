@@ -53,7 +53,7 @@ def slow(openai_stub):
 def session(server, settings):
     token = mint_token(settings, user_id=uuid.uuid4())
     headers = {"Authorization": f"Bearer {token}"}
-    cid = httpx.post(f"{server.url}{CHAT}", json={}, headers=headers).json()["id"]
+    cid = httpx.post(f"{server.url}{CHAT}", json={}, headers=headers, timeout=30).json()["id"]
     return cid, headers, token
 
 
@@ -76,7 +76,7 @@ def text_of(frames: list[dict], start: int = 0) -> str:
 
 
 async def stored_answer(server, cid, headers) -> dict:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         r = await client.get(f"{server.url}{CHAT}/{cid}", headers=headers)
     return r.json()["messages"][-1]
 
