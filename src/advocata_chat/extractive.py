@@ -197,6 +197,46 @@ def sentence_similarity(embeddings, cache: dict | None = None) -> Similarity:
     return similarity
 
 
+def features(
+    question: str, cands: list[Candidate], embed: Similarity | None
+) -> list[dict[str, float]]:
+    """What the ranker weighs, per candidate (keys of SENTENCE_WEIGHTS); sets evidence."""
+    q_terms = set(terms(question))
+    kinds = answer_types(question)
+    sent_terms = [set(terms(c.text)) for c in cands]
+    n = len(cands)
+    idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
+    total = sum(idf.values()) or 1.0
+    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
+    sims = [0.0] * n
+    if embed is not None:
+        pick = sorted(range(n), key=lambda i: cands[i].rank)[:MAX_EMBEDDED]
+        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
+            sims[i] = sim
+    out = []
+    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
+        kind = 0.0
+        if kinds:
+            kind = 1.0 if any(_PATTERNS[k].search(c.text) for k in kinds) else -1.0
+        out.append(
+            {
+                "words": overlap,
+                "meaning": sim,
+                "kind": kind,
+                "rank": 1 / (1 + c.rank),
+                "first": float(c.first),
+                "length": min(len(c.text), 400) / 400,
+                "number": float(bool(_NUMBER.search(c.text))),
+            }
+        )
+        # Abstention looks at the evidence alone: the rank of a source says which is
+        # likeliest, not whether any answers. Meaning, or half the word overlap, whichever
+        # is larger: a sentence holding the question's rare words answers it even when e5
+        # finds it far ("Серийный номер: TV80-…"); it separates as well as meaning alone.
+        c.evidence = max(sim, LEXICAL_EVIDENCE * overlap) if embed is not None else overlap
+    return out
+
+
 def _score(
     question: str,
     sources: list[tuple[int, str, str]],
@@ -204,39 +244,10 @@ def _score(
 ) -> list[Candidate] | None:
     """Candidate sentences, best first; None when the sources cannot settle the question."""
     cands = _candidates(sources)
-    q_terms = set(terms(question))
-    if not cands or not q_terms:
+    if not cands or not terms(question):
         return None
-    kinds = answer_types(question)
-    sent_terms = [set(terms(c.text)) for c in cands]
-    n = len(cands)
-    idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
-    total = sum(idf.values())
-    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
-    sims = [0.0] * n
-    if embed is not None:
-        pick = sorted(range(n), key=lambda i: cands[i].rank)[:MAX_EMBEDDED]
-        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
-            sims[i] = sim
-    w = SENTENCE_WEIGHTS
-    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
-        kind = 0.0
-        if kinds:
-            kind = 1.0 if any(_PATTERNS[k].search(c.text) for k in kinds) else -1.0
-        c.score = (
-            w["words"] * overlap
-            + w["meaning"] * sim
-            + w["kind"] * kind
-            + w["rank"] / (1 + c.rank)
-            + w["first"] * c.first
-            + w["length"] * min(len(c.text), 400) / 400
-            + w["number"] * bool(_NUMBER.search(c.text))
-        )
-        # Abstention looks at the evidence alone: the rank of a source says which is
-        # likeliest, not whether any answers. Meaning, or half the word overlap, whichever
-        # is larger: a sentence holding the question's rare words answers it even when e5
-        # finds it far ("Серийный номер: TV80-…"); it separates as well as meaning alone.
-        c.evidence = max(sim, LEXICAL_EVIDENCE * overlap) if embed is not None else overlap
+    for c, f in zip(cands, features(question, cands, embed), strict=True):
+        c.score = sum(SENTENCE_WEIGHTS[k] * v for k, v in f.items())
     ranked = sorted(cands, key=lambda c: -c.score)
     focus = _yes_no_focus(question)
     if focus and focus.lower() not in _STOP:
