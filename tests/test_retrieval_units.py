@@ -126,3 +126,40 @@ def test_the_diversity_swap_leaves_a_far_weaker_other_document_out():
     ranked = [hit(f"a{i}", A, 10 - i) for i in range(5)] + [hit("b", B, 1)]
     assert [h.chunk_id for h in diversify(ranked, 5, ratio=0.8)] == [f"a{i}" for i in range(5)]
     assert "b" in [h.chunk_id for h in diversify(ranked, 5, ratio=0.0)]
+
+
+class _NoMeaning:
+    """Embeddings that find nothing alike: the evidence is the word overlap alone."""
+
+    def embed_query(self, text):
+        return [0.0, 0.0]
+
+    def embed_documents(self, texts):
+        return [[0.0, 0.0] for _ in texts]
+
+
+def test_abstention_cross_validation_refuses_the_unanswerable_and_answers_the_rest():
+    from advocata_chat.evaluation import Question, QuestionResult, abstention_cv
+
+    source = [{"n": 1, "title": "Договор", "content": "Цена работ по договору — 164 800 рублей."}]
+    questions, results = [], []
+    for i in range(30):
+        answerable = i % 3 != 0
+        text = "Какая цена работ по договору?" if answerable else "Какой размер алиментов?"
+        q = Question(
+            f"q{i}",
+            "s",
+            "s:u",
+            text,
+            ("s:d",) if answerable else (),
+            (),
+            (),
+            "lookup" if answerable else "no_answer",
+        )
+        questions.append(q)
+        results.append(
+            QuestionResult(q.id, q.kind, None, None, None, [], None, None, False, 0, sources=source)
+        )
+    cv = abstention_cv(results, questions, _NoMeaning())
+    assert cv["held_out_abstention_no_answer"] == 1.0
+    assert cv["held_out_false_abstention"] == 0.0
