@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -52,10 +53,10 @@ class _VectorCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[str, list[float]] = OrderedDict()
+        self._items: OrderedDict[str, array] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> list[float] | None:
+    def get(self, key: str) -> array | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
@@ -65,7 +66,7 @@ class _VectorCache:
     def update(self, pairs) -> None:
         with self._lock:
             for key, value in pairs:
-                self._items[key] = value
+                self._items[key] = array("f", value)  # 4 bytes a float, not 32
                 self._items.move_to_end(key)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
@@ -86,7 +87,7 @@ class OfflineChatModel(BaseChatModel):
     threshold: float = 0.245  # OFFLINE_ABSTAIN_THRESHOLD, chosen by cross-validation
     other_document: float = 1.5  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
     # Sentence vectors kept across turns (the same chunks come back question after
-    # question); bounded: 4,000 e5 vectors are about 6 MB of floats.
+    # question); bounded: 4,000 e5 vectors are about 6 MB.
     _vectors: _VectorCache = PrivateAttr(default_factory=lambda: _VectorCache(4000))
 
     @property
