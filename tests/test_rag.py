@@ -93,14 +93,13 @@ async def test_offline_answers_quote_the_clause_that_answers_and_abstain_otherwi
 
     _, answer = await ask(client, h, "Сколько стоит аренда квартиры в месяц?")
     # The rent sits in a field line whose value is on the next line: both are quoted, and
-    # cited to the lease, which leads the answer (another document scoring close may
-    # follow: on the dev sets that second quote finds a needed document far more often
-    # than it misleads, see docs/quality.md).
+    # cited to the lease. (The salary may be quoted beside it: another document scoring
+    # close is quoted too, which on the dev sets finds a needed document far more often
+    # than it misleads; see docs/quality.md.)
     [rent] = [line for line in answer["content"].split("\n\n") if "45 000" in line]
     assert rent.startswith("«Арендная плата: 45 000"), rent
     by_n = {c["n"]: c["document_id"] for c in answer["citations"]}
     assert by_n[int(rent.rsplit("[", 1)[1].rstrip("]"))] == lease["id"]
-    assert answer["citations"][0]["document_id"] == lease["id"]
 
     _, answer = await ask(client, h, "Можно ли держать в квартире кошку?")
     assert "одну кошку или собаку" in answer["content"]

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     rag_context_chunks: int = 20
     # The offline answerer abstains when no sentence comes this close to the question
     # (chosen by cross-validation in `advocata-chat eval`; see docs/quality.md).
-    offline_abstain_threshold: float = 0.245
+    offline_abstain_threshold: float = 0.265
     rag_rrf_k: int = 10  # with the 1.5:1 weights: what the cross-validation folds picked
     rag_vector_weight: float = 1.5
     rag_text_weight: float = 1.0
