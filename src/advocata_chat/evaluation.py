@@ -436,12 +436,13 @@ def abstention_cv(results: list[QuestionResult], questions: list[Question], embe
     def abstains(t: float, qid: str) -> bool:
         return scores[qid] is None or scores[qid] < t
 
-    def objective(t: float, train: list[str]) -> tuple[bool, float, float]:
+    def objective(t: float, train: list[str]) -> tuple[bool, float]:
         yes = [abstains(t, i) for i in train if by_id[i].answerable]
         no = [abstains(t, i) for i in train if not by_id[i].answerable]
         false = sum(yes) / max(len(yes), 1)
         # Within the bound: the most abstention; else the least false abstention.
-        return (false <= MAX_FALSE_ABSTENTION, sum(no) / max(len(no), 1), -false)
+        within = false <= MAX_FALSE_ABSTENTION
+        return (within, sum(no) / max(len(no), 1) if within else -false)
 
     held_scores: dict[str, float] = {}
     picks = []
