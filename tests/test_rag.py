@@ -60,6 +60,56 @@ async def test_offline_model_abstains_when_the_documents_do_not_answer(client, a
         assert answer["citations"] == [] and answer["referenced_documents"] == []
 
 
+LEASE = """ДОГОВОР АРЕНДЫ КВАРТИРЫ № 12
+г. Казань, 01.03.2025
+1. ПРЕДМЕТ ДОГОВОРА
+1.1. Арендодатель Галиев Ильдар Рустемович передаёт Арендатору во временное пользование
+квартиру по адресу: г. Казань, ул. Чистопольская, д. 19, кв. 88.
+2. ПЛАТЕЖИ
+Арендная плата:
+45 000 (сорок пять тысяч) рублей.
+2.2. Плата вносится не позднее 5-го числа каждого месяца переводом на карту Арендодателя.
+3. ПРАВИЛА ПРОЖИВАНИЯ
+3.1. Арендатор вправе содержать в квартире одну кошку или собаку небольшой породы
+при условии возмещения ущерба, причинённого животным.
+3.2. Курение в квартире запрещено.
+"""
+EMPLOYMENT = """ТРУДОВОЙ ДОГОВОР № 77
+1. Работник принимается на должность менеджера по продажам в ООО «Волга-Трейд».
+2. Должностной оклад Работника составляет 92 000 (девяносто две тысячи) рублей в месяц.
+3. Работнику устанавливается пятидневная рабочая неделя продолжительностью 40 часов.
+"""
+
+
+async def test_offline_answers_quote_the_clause_that_answers_and_abstain_otherwise(
+    client, auth, alice
+):
+    """The issue's cases: the rent question quoted the salary, the pets question abstained
+    although the lease has a clause on pets, an insurance question unrelated to the
+    documents got unrelated quotes."""
+    h = auth(alice)
+    lease = (await upload(client, h, "lease.txt", LEASE.encode())).json()
+    await upload(client, h, "employment.txt", EMPLOYMENT.encode())
+
+    _, answer = await ask(client, h, "Сколько стоит аренда квартиры в месяц?")
+    # The rent sits in a field line whose value is on the next line: both are quoted, and
+    # cited to the lease. (The salary may be quoted beside it: another document scoring
+    # close is quoted too, which on the dev sets finds a needed document far more often
+    # than it misleads; see docs/quality.md.)
+    [rent] = [line for line in answer["content"].split("\n\n") if "45 000" in line]
+    assert rent.startswith("«Арендная плата: 45 000"), rent
+    by_n = {c["n"]: c["document_id"] for c in answer["citations"]}
+    assert by_n[int(rent.rsplit("[", 1)[1].rstrip("]"))] == lease["id"]
+
+    _, answer = await ask(client, h, "Можно ли держать в квартире кошку?")
+    assert "одну кошку или собаку" in answer["content"]
+    assert answer["referenced_documents"] == [lease["id"]]
+
+    _, answer = await ask(client, h, "Какой срок исковой давности по ОСАГО?")
+    assert "в ваших документах нет ответа" in answer["content"].lower()
+    assert answer["citations"] == []
+
+
 async def test_use_rag_false_and_users_without_documents_get_plain_chat(client, auth, alice, bob):
     await upload(client, auth(alice), "contract.txt", CONTRACT.encode())
     _, answer = await ask(client, auth(alice), "Сколько стоят работы?", use_rag=False)

@@ -64,18 +64,18 @@ class Settings(BaseSettings):
     rag_candidates: int = 20  # per retriever, before fusion
     # Ranked chunks offered to the context packer, which keeps what fits the token budget.
     rag_context_chunks: int = 20
-    # The offline answerer abstains below this sentence score (chosen by cross-validation
-    # in `advocata-chat eval`; see docs/quality.md).
-    offline_abstain_threshold: float = 0.225
+    # The offline answerer abstains when no sentence comes this close to the question
+    # (chosen by cross-validation in `advocata-chat eval`; see docs/quality.md).
+    offline_abstain_threshold: float = 0.265
     rag_rrf_k: int = 10  # with the 1.5:1 weights: what the cross-validation folds picked
     rag_vector_weight: float = 1.5
     rag_text_weight: float = 1.0
     # One top-k swap for another document's chunk scoring this share of the one it replaces
     # (0 always, 1 never; cross-validated).
     rag_diversify: float = 0.9
-    # The offline answer also quotes another document's best sentence when its evidence
-    # reaches this share of the best sentence's (cross-validated).
-    offline_other_document: float = 0.6
+    # The offline answer also quotes another document's best sentence when it scores within
+    # this margin of the best sentence (the ranker's units; negative: never; cross-validated).
+    offline_other_document: float = 1.5
 
     # History put into the prompt is bounded, so long chats don't grow the cost of a turn.
     history_max_messages: int = 40

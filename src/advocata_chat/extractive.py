@@ -65,9 +65,15 @@ def terms(text: str) -> list[str]:
 # What kind of answer a question asks for, and how to recognise it in a sentence.
 _NUMBER = re.compile(r"\d")
 _PATTERNS = {
-    "amount": re.compile(r"\d[\d\s]*(?:[.,]\d+)?\s*(?:%|руб|₽|рубл|тыс|млн)|\d+\s*%", re.I),
+    # Legal text spells numbers out in brackets: "45 000 (сорок пять тысяч) рублей",
+    # "5 (пяти) рабочих дней".
+    "amount": re.compile(
+        r"\d[\d\s]*(?:[.,]\d+)?\s*(?:\([^)\d]{1,80}\)\s*)?(?:%|руб|₽|рубл|тыс|млн)|\d+\s*%",
+        re.I,
+    ),
     "time": re.compile(
-        r"\d+\s*(?:\(\w+\)\s*)?(?:рабоч\w*\s+)?(?:дн|день|недел|месяц|мес\.|год|лет|час)"
+        r"\d+\s*(?:\([^)\d]{1,80}\)\s*)?(?:рабоч\w*\s+|календарн\w*\s+)?"
+        r"(?:дн|день|недел|месяц|мес\.|год|лет|час)"
         r"|\d{1,2}\.\d{1,2}\.\d{2,4}|\d{1,2}\s+(?:январ|феврал|март|апрел|ма[яй]|июн|июл|август"
         r"|сентябр|октябр|ноябр|декабр)",
         re.I,
@@ -120,53 +126,127 @@ def _yes_no_focus(question: str) -> str | None:
 class Candidate:
     n: int
     text: str
-    score: float = 0.0  # evidence plus the rank of its source: orders the candidates
-    evidence: float = 0.0  # words and meaning shared with the question: decides abstention
+    score: float = 0.0  # the ranker's score (SENTENCE_WEIGHTS): orders the candidates
+    evidence: float = 0.0  # closeness in meaning to the question: decides abstention
+    rank: int = 0  # position of its source in the context (retrieval's order)
+    first: bool = False  # the first sentence of its source
+
+
+def _fields(pieces: list[str]) -> list[str]:
+    """A field label and its value on the next line ("Арендная плата:" / "45 000 руб.")
+    are one unit: the label says what the value is, the value is the answer."""
+    out: list[str] = []
+    for piece in pieces:
+        if out and out[-1].endswith(":") and len(out[-1]) <= 80:
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
 
 
 def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     out = []
-    for n, _title, body in sources:
-        for s, e in sentences(body):
-            piece = body[s:e]
+    for rank, (n, _title, body) in enumerate(sources):
+        pieces = _fields([body[s:e] for s, e in sentences(body)])
+        for i, piece in enumerate(pieces):
             # A heading ("ПРЕДМЕТ ДОГОВОРА") names a topic and answers nothing.
             if len(piece.split()) >= 2 and any(ch.islower() for ch in piece):
-                out.append(Candidate(n, piece if len(piece) <= 400 else piece[:399] + "…"))
+                text = piece if len(piece) <= 400 else piece[:399] + "…"
+                out.append(Candidate(n, text, rank=rank, first=i == 0))
     return out
 
 
 Similarity = Callable[[str, list[str]], list[float]]
 
-# How a sentence is scored: shared rare words, closeness in meaning (e5), and the rank of its
-# source (retrieval already ordered the sources). Picked among eight weightings on dev + dev2
-# by keyword recall with abstention off (docs/quality.md); the threshold is cross-validated.
-LEXICAL_WEIGHT = 0.3
-SEMANTIC_WEIGHT = 0.7
-RANK_BONUS = 0.15
-KIND_MATCH, KIND_MISS = 1.25, 0.85  # a sentence with / without the kind of answer asked for
+# The sentence ranker: a linear score over a few features, its weights fitted by 5-fold
+# cross-validation over the dev + dev2 questions (a conditional logit: softmax over each
+# question's candidate sentences, the sentences holding the gold snippet as positives).
+# These are the mean of the five folds' weights, which differ from it by at most 0.5;
+# held-out figures and the command are in docs/quality.md, "Third pass"
+# (`python -m bench.answerer`).
+SENTENCE_WEIGHTS = {
+    "words": 3.8,  # share of the question's rare words in the sentence (idf-weighted)
+    "meaning": 5.7,  # e5 question-sentence similarity, rescaled from the embedder's floor
+    "kind": 1.3,  # +1 has the kind of answer asked for (amount, date, name), -1 lacks it
+    "rank": 1.3,  # 1 / (1 + position of its source): retrieval already ordered them
+    "first": -0.25,  # the first sentence of a source (often a cut-off or a preamble)
+    "length": 0.7,  # length / 400 characters: a clause says more than a fragment
+    "number": 1.35,  # holds a digit: the facts asked about are amounts, dates, numbers
+}
+LEXICAL_EVIDENCE = 0.5
+# A best sentence scoring this high is quoted even when its meaning looks far from the
+# question ("До какого числа вернуть деньги?" / "Вернуть до 1 мая 2026 года."): a clear
+# answer is not refused. Cross-validated jointly with the threshold over dev + dev2 (picked
+# in all five folds; held out it costs 0.01 of false abstention there, docs/quality.md).
+CLEAR_ANSWER = 5.5
+# Sentences the ranker embeds per answer, best sources first (e5: ~20 sentences a second).
+MAX_EMBEDDED = 120
 
 
-def sentence_similarity(embeddings) -> Similarity:
+def sentence_similarity(embeddings, cache: dict | None = None) -> Similarity:
     """(question, sentences) -> how close each sentence is, 0 for unrelated, up to 1.
 
     Cosines are rescaled from the embedder's `similarity_floor`, the cosine of unrelated
     Russian sentence pairs: about 0.8 for e5 (which compresses everything into 0.75-0.95)
     and 0 for USE. Without that, every sentence looks related under e5 and nothing abstains.
+    `cache` (text -> vector) may outlive one answer: the same chunks come back turn after
+    turn, and embedding the sentences is the slow part of an offline answer.
     """
     floor = getattr(embeddings, "similarity_floor", 0.0)
-    # One answer scores the same sentences for the whole question and for each of its parts:
-    # each sentence is embedded once (e5 is the slow part of an offline turn).
-    seen: dict[str, list[float]] = {}
+    seen = {} if cache is None else cache  # anything with get(text) and update(pairs)
 
     def similarity(question: str, texts: list[str]) -> list[float]:
         q = embeddings.embed_query(question)
-        new = [t for t in dict.fromkeys(texts) if t not in seen]
-        seen.update(zip(new, embeddings.embed_documents(new), strict=True))
-        vectors = [seen[t] for t in texts]
-        cos = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors]
+        vectors = {t: seen.get(t) for t in dict.fromkeys(texts)}
+        new = [t for t, v in vectors.items() if v is None]
+        if new:
+            pairs = list(zip(new, embeddings.embed_documents(new), strict=True))
+            vectors.update(pairs)
+            seen.update(pairs)
+        cos = [sum(a * b for a, b in zip(q, vectors[t], strict=True)) for t in texts]
         return [max(c - floor, 0.0) / (1.0 - floor) for c in cos]
 
     return similarity
+
+
+def features(
+    question: str, cands: list[Candidate], embed: Similarity | None
+) -> list[dict[str, float]]:
+    """What the ranker weighs, per candidate (keys of SENTENCE_WEIGHTS); sets evidence."""
+    q_terms = set(terms(question))
+    kinds = answer_types(question)
+    sent_terms = [set(terms(c.text)) for c in cands]
+    n = len(cands)
+    idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
+    total = sum(idf.values()) or 1.0
+    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
+    sims = [0.0] * n
+    if embed is not None:
+        pick = sorted(range(n), key=lambda i: cands[i].rank)[:MAX_EMBEDDED]
+        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
+            sims[i] = sim
+    out = []
+    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
+        kind = 0.0
+        if kinds:
+            kind = 1.0 if any(_PATTERNS[k].search(c.text) for k in kinds) else -1.0
+        out.append(
+            {
+                "words": overlap,
+                "meaning": sim,
+                "kind": kind,
+                "rank": 1 / (1 + c.rank),
+                "first": float(c.first),
+                "length": min(len(c.text), 400) / 400,
+                "number": float(bool(_NUMBER.search(c.text))),
+            }
+        )
+        # Abstention looks at the evidence alone: the rank of a source says which is
+        # likeliest, not whether any answers. Meaning, or half the word overlap, whichever
+        # is larger: a sentence holding the question's rare words answers it even when e5
+        # finds it far ("Серийный номер: TV80-…"); it separates as well as meaning alone.
+        c.evidence = max(sim, LEXICAL_EVIDENCE * overlap) if embed is not None else overlap
+    return out
 
 
 def _score(
@@ -176,33 +256,10 @@ def _score(
 ) -> list[Candidate] | None:
     """Candidate sentences, best first; None when the sources cannot settle the question."""
     cands = _candidates(sources)
-    q_terms = set(terms(question))
-    if not cands or not q_terms:
+    if not cands or not terms(question):
         return None
-    kinds = answer_types(question)
-    sent_terms = [set(terms(c.text)) for c in cands]
-    n = len(cands)
-    idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
-    total = sum(idf.values())
-    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
-    sims = [0.0] * n
-    if embed is not None:
-        # Embedding every sentence of a full context is slow with e5; the sentences that
-        # share words with the question, and those of the best-ranked sources, are enough.
-        top_sources = set(list(dict.fromkeys(c.n for c in cands))[:3])
-        lexical = sorted(range(n), key=lambda i: -overlaps[i])[:24]
-        pick = sorted(set(lexical) | {i for i, c in enumerate(cands) if c.n in top_sources})
-        for i, sim in zip(pick, embed(question, [cands[i].text for i in pick]), strict=True):
-            sims[i] = sim
-    rank_of = {num: i for i, num in enumerate(dict.fromkeys(c.n for c in cands))}
-    for c, overlap, sim in zip(cands, overlaps, sims, strict=True):
-        base = LEXICAL_WEIGHT * overlap + SEMANTIC_WEIGHT * max(sim, 0.0)
-        # The kind of answer asked for (an amount, a date, a name) sharpens a relevant
-        # sentence; it must not make an irrelevant one look relevant, so it multiplies.
-        if kinds:
-            base *= KIND_MATCH if any(_PATTERNS[k].search(c.text) for k in kinds) else KIND_MISS
-        c.evidence = base
-        c.score = base + RANK_BONUS / (1 + rank_of[c.n])
+    for c, f in zip(cands, features(question, cands, embed), strict=True):
+        c.score = sum(SENTENCE_WEIGHTS[k] * v for k, v in f.items())
     ranked = sorted(cands, key=lambda c: -c.score)
     focus = _yes_no_focus(question)
     if focus and focus.lower() not in _STOP:
@@ -220,14 +277,21 @@ def best_score(
     *,
     embed: Similarity | None = None,
 ) -> float | None:
-    """The score the abstention threshold is compared with (None: always abstain)."""
+    """The score the abstention threshold is compared with (None: always abstain): how
+    close in meaning the closest sentence of the context is to the question, or 1 when the
+    ranker finds a clear answer (see CLEAR_ANSWER)."""
     ranked = _score(question, sources, embed)
-    return max(c.evidence for c in ranked) if ranked else None
+    if not ranked:
+        return None
+    return 1.0 if ranked[0].score >= CLEAR_ANSWER else max(c.evidence for c in ranked)
 
 
-# Further sentences of the best source join it down to this share of its score (up to
-# MAX_SENTENCES in all): the answer is often the clause next to the best-matching one.
-SAME_SOURCE_RATIO = 0.5
+# Further sentences of the best document join it when they score within SAME_DOCUMENT of
+# it (at most MAX_SAME of them): the answer is often the clause next to the best-matching
+# one, and quoting more of the right document costs no precision. Cross-validated with the
+# ranker (docs/quality.md, "Third pass").
+SAME_DOCUMENT = 3.0
+MAX_SAME = 3
 MAX_SENTENCES = 5
 
 
@@ -237,20 +301,23 @@ def choose(
     *,
     embed: Similarity | None = None,
     threshold: float = 0.25,
-    other_document: float = 0.7,
+    other_document: float = 1.5,
 ) -> list[Candidate]:
     """The sentences that answer the question, best first; empty means abstain.
 
     The best sentence, the best one for each part of a compound question, the sentences of
-    the best source that score close to it, and the best sentence of one other document
-    when its evidence reaches `other_document` times the best (cross-validated): a question
-    may need two documents, but quoting a weaker one mixes unrelated text into the answer.
+    the best document that score close to it, and the best sentence of one other document
+    when it scores within `other_document` of the best (cross-validated; negative: never):
+    a question may need two documents, but quoting a weaker one mixes unrelated text into
+    the answer.
     """
     ranked = _score(question, sources, embed)
-    # The rank of a source says which is likeliest, not whether any answers: abstention
-    # looks at the evidence alone.
-    if not ranked or max(c.evidence for c in ranked) < threshold:
+    if not ranked or (
+        ranked[0].score < CLEAR_ANSWER and max(c.evidence for c in ranked) < threshold
+    ):
         return []
+    # Sources are told apart by document title: two chunks of one document are one document.
+    title = {n: t for n, t, _ in sources}
     best = ranked[0]
     chosen = [best]
 
@@ -262,16 +329,13 @@ def choose(
         for c in (_score(part, sources, embed) or [])[:1]:
             if c.evidence >= threshold:
                 add(c)
-    for c in ranked[1:]:
-        if len(chosen) >= MAX_SENTENCES - 1 or c.score < SAME_SOURCE_RATIO * best.score:
-            break
-        if c.n == best.n:
+    same = [c for c in ranked[1:] if title[c.n] == title[best.n]]
+    for c in same[:MAX_SAME]:
+        if c.score >= best.score - SAME_DOCUMENT:
             add(c)
-    # Sources are told apart by document title: two chunks of one document are one document.
-    title = {n: t for n, t, _ in sources}
     documents = {title[c.n] for c in chosen}
     other = next((c for c in ranked if title[c.n] not in documents), None)
-    if other is not None and other.evidence >= other_document * best.evidence:
+    if other is not None and other.score >= best.score - other_document:
         add(other)
     return chosen[:MAX_SENTENCES]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
 
 from advocata_chat.citations import NO_SOURCES, parse_sources
 from advocata_chat.extractive import choose, compose, sentence_similarity
@@ -45,6 +48,33 @@ def _pieces(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
+class _VectorCache:
+    """text -> vector, least recently used out first; safe across worker threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, array] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> array | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def update(self, pairs) -> None:
+        with self._lock:
+            for key, value in pairs:
+                self._items[key] = array("f", value)  # 4 bytes a float, not 32
+                self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class OfflineChatModel(BaseChatModel):
     """Answers without a generative model.
 
@@ -54,8 +84,11 @@ class OfflineChatModel(BaseChatModel):
 
     model_name: str = OFFLINE_MODEL_NAME
     embeddings: Any = None  # optional sentence embedder that sharpens sentence choice
-    threshold: float = 0.225  # OFFLINE_ABSTAIN_THRESHOLD, chosen by cross-validation
-    other_document: float = 0.6  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
+    threshold: float = 0.265  # OFFLINE_ABSTAIN_THRESHOLD, chosen by cross-validation
+    other_document: float = 1.5  # OFFLINE_OTHER_DOCUMENT, chosen by cross-validation
+    # Sentence vectors kept across turns (the same chunks come back question after
+    # question); bounded: 4,000 e5 vectors are about 6 MB.
+    _vectors: _VectorCache = PrivateAttr(default_factory=lambda: _VectorCache(4000))
 
     @property
     def _llm_type(self) -> str:
@@ -70,7 +103,9 @@ class OfflineChatModel(BaseChatModel):
         prompt = "\n".join(m.text for m in messages)
         sources = parse_sources(prompt)
         if sources or NO_SOURCES in prompt:
-            embed = None if self.embeddings is None else sentence_similarity(self.embeddings)
+            embed = None
+            if self.embeddings is not None:
+                embed = sentence_similarity(self.embeddings, cache=self._vectors)
             chosen = choose(
                 question,
                 sources,
