@@ -9,14 +9,17 @@ into the error frame the client gets back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from advocata_chat.errors import AppError
+from advocata_chat.errors import AppError, DatabaseUnavailable, is_database_down
 from advocata_chat.models import Message
 from advocata_chat.schemas import DocumentOut, MessageOut
 
@@ -123,6 +126,25 @@ class Error(Frame):
     @classmethod
     def of(cls, exc: AppError) -> Error:
         return cls(error=exc.message, code=exc.code, detail=exc.detail)
+
+
+@contextlib.contextmanager
+def failures_told(
+    tell: Callable[[Error], None], log: logging.Logger, message: str, *args: object
+) -> Iterator[None]:
+    """Whatever fails inside is told as one `error` frame, as the REST handlers would answer
+    it: the error's own, `database_unavailable`, or `internal_error`, which is logged to
+    `log` as `message % args`."""
+    try:
+        yield
+    except AppError as exc:
+        tell(Error.of(exc))
+    except Exception as exc:
+        if is_database_down(exc):
+            tell(Error.of(DatabaseUnavailable()))
+            return
+        log.exception(message, *args)
+        tell(Error(error="Internal server error", code="internal_error"))
 
 
 # The server's frames: a new one is added here (and documented in docs/api.md).

@@ -38,7 +38,6 @@ from advocata_chat.citations import extract_citations, unknown_citations
 from advocata_chat.conversations import owned
 from advocata_chat.documents import has_ready_documents
 from advocata_chat.errors import (
-    AppError,
     Conflict,
     DatabaseUnavailable,
     ModelError,
@@ -48,12 +47,12 @@ from advocata_chat.errors import (
 )
 from advocata_chat.frames import (
     Cancelled,
-    Error,
     Frame,
     MessageReceived,
     Sources,
     Title,
     Token,
+    failures_told,
     final_frame,
     public_source,
 )
@@ -710,18 +709,12 @@ async def run(
 
 
 async def _streamed(rt: Runtime, req: TurnRequest, emit: Emit, partial: Partial) -> None:
-    try:
+    # Cancelled: the partial answer is stored and `cancelled` sent.
+    with (
+        contextlib.suppress(asyncio.CancelledError),
+        failures_told(emit, log, "turn failed in conversation %s", req.conversation_id),
+    ):
         await run(rt, req, emit=emit, partial=partial)
-    except AppError as exc:
-        emit(Error.of(exc))
-    except asyncio.CancelledError:
-        pass  # the partial answer is stored and `cancelled` sent
-    except Exception as exc:
-        if is_database_down(exc):
-            emit(Error.of(DatabaseUnavailable()))
-            return
-        log.exception("turn failed in conversation %s", req.conversation_id)
-        emit(Error(error="Internal server error", code="internal_error"))
 
 
 def start(

@@ -46,6 +46,7 @@ from advocata_chat.frames import (
     VoiceFrame,
     bad,
     document_topic,
+    failures_told,
     parse_client,
 )
 from advocata_chat.resume import Cursor
@@ -202,6 +203,10 @@ class Writer:
         self.held: list[Frame] | None = [] if in_progress else None
         self.cursor: Cursor | None = None
 
+    def reply(self, frame: Frame) -> None:
+        """A frame for this socket only, never held back."""
+        self.outbox.put_nowait(Direct(frame))
+
     async def run(self) -> None:
         with contextlib.suppress(Exception):
             while self.ws.application_state == WebSocketState.CONNECTED:
@@ -257,7 +262,7 @@ async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
     out = Writer(ws, cid, answering)
     hub.subscribe(cid, out.outbox)
     hub.subscribe(document_topic(who.user_id), out.outbox)  # `document` frames (ingest.py)
-    out.outbox.put_nowait(Direct(Connected(conversation_id=cid, message_id=answering)))
+    out.reply(Connected(conversation_id=cid, message_id=answering))
     if answering:
         grace = Resume(answering, 0, auto=True)
         asyncio.get_running_loop().call_later(RESUME_GRACE_SECONDS, out.outbox.put_nowait, grace)
@@ -285,7 +290,7 @@ async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
                 frame = parse_client(raw, max_bytes=rt.settings.max_ws_frame_bytes)
                 reply = frame if isinstance(frame, Error) else _handle(out, who.user_id, frame)
             if reply is not None:
-                out.outbox.put_nowait(Direct(reply))
+                out.reply(reply)
     finally:
         hub.unsubscribe(cid, out.outbox)
         hub.unsubscribe(document_topic(who.user_id), out.outbox)
@@ -338,7 +343,7 @@ async def _voice_turn(out: Writer, user: uuid.UUID, frame: VoiceFrame) -> None:
     turn, which uses the upload up as it stores the message. What goes wrong before the
     turn starts is told to this socket only, like a refused `message` frame."""
     rt = out.rt
-    try:
+    with failures_told(out.reply, log, "voice frame failed in conversation %s", out.cid):
         voice.endpoint(rt.settings)  # no recogniser: say so before reading anything
         upload = await voice.load_upload(
             rt, user_id=user, conversation_id=out.cid, upload_id=frame.upload_id
@@ -359,11 +364,3 @@ async def _voice_turn(out: Writer, user: uuid.UUID, frame: VoiceFrame) -> None:
             voice_upload=upload.id,
         )
         turns.start(rt, out.hub, request)
-    except AppError as exc:
-        out.outbox.put_nowait(Direct(Error.of(exc)))
-    except Exception as exc:
-        if is_database_down(exc):
-            out.outbox.put_nowait(Direct(Error.of(DatabaseUnavailable())))
-            return
-        log.exception("voice frame failed in conversation %s", out.cid)
-        out.outbox.put_nowait(Direct(Error(error="Internal server error", code="internal_error")))
