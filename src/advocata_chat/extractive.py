@@ -277,13 +277,15 @@ def best_score(
     *,
     embed: Similarity | None = None,
 ) -> float | None:
-    """The score the abstention threshold is compared with (None: always abstain): how
-    close in meaning the closest sentence of the context is to the question, or 1 when the
-    ranker finds a clear answer (see CLEAR_ANSWER)."""
+    """The score the abstention threshold is compared with (None: always abstain)."""
     ranked = _score(question, sources, embed)
-    if not ranked:
-        return None
-    return 1.0 if ranked[0].score >= CLEAR_ANSWER else max(c.evidence for c in ranked)
+    return _closeness(ranked) if ranked else None
+
+
+def _closeness(ranked: list[Candidate]) -> float:
+    """How close in meaning the closest sentence of the context is to the question; a clear
+    answer (CLEAR_ANSWER) passes any threshold."""
+    return math.inf if ranked[0].score >= CLEAR_ANSWER else max(c.evidence for c in ranked)
 
 
 # Further sentences of the best document join it when they score within SAME_DOCUMENT of
@@ -312,9 +314,7 @@ def choose(
     the answer.
     """
     ranked = _score(question, sources, embed)
-    if not ranked or (
-        ranked[0].score < CLEAR_ANSWER and max(c.evidence for c in ranked) < threshold
-    ):
+    if not ranked or _closeness(ranked) < threshold:
         return []
     # Sources are told apart by document title: two chunks of one document are one document.
     title = {n: t for n, t, _ in sources}

@@ -21,7 +21,6 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
-from advocata_chat import audio
 from advocata_chat.audio import AUDIO_TYPES, AudioTooLong, audio_kind
 from advocata_chat.config import Settings
 from advocata_chat.errors import AppError, InvalidInput, NotFound
@@ -77,7 +76,7 @@ def audio_type(settings: Settings, data: bytes) -> str:
     return AUDIO_TYPES[kind]
 
 
-def _check_length(settings: Settings, seconds: float) -> float:
+def check_length(settings: Settings, seconds: float) -> float:
     if seconds > settings.max_audio_seconds:
         raise AudioTooLong(
             f"The recording is longer than {settings.max_audio_seconds:g} s (MAX_AUDIO_SECONDS)",
@@ -86,20 +85,13 @@ def _check_length(settings: Settings, seconds: float) -> float:
     return seconds
 
 
-def check_audio(settings: Settings, data: bytes) -> tuple[str, float]:
-    """(media type, seconds) of a recording, probed in this process: for recordings this
-    server made itself. An upload goes through `audio_info`, which probes in the sandbox."""
-    media_type = audio_type(settings, data)
-    return media_type, _check_length(settings, audio.seconds(data, settings.max_audio_seconds))
-
-
 async def audio_info(rt: Runtime, data: bytes) -> tuple[str, float]:
     """(media type, seconds) of an uploaded recording, or the error that refuses it. FFmpeg
     reads it in the extraction sandbox: a hostile file costs a child process, killed on time
     or memory, never the API process."""
     media_type = audio_type(rt.settings, data)
     seconds = await rt.extractor.audio_seconds(data, rt.settings.max_audio_seconds)
-    return media_type, _check_length(rt.settings, seconds)
+    return media_type, check_length(rt.settings, seconds)
 
 
 def endpoint(settings: Settings) -> tuple[str | None, str]:
