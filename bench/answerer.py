@@ -31,7 +31,7 @@ import numpy as np
 from advocata_chat import extractive
 from advocata_chat.citations import cited_numbers
 from advocata_chat.config import Settings
-from advocata_chat.evaluation import ABSTAIN_MARKER, folds, keyword_found, load_sets
+from advocata_chat.evaluation import ABSTAIN_MARKER, folds, keyword_found, load_sets, normalize
 
 SETS = [Path("../shared/eval/dev"), Path("../shared/eval/dev2")]
 
@@ -86,10 +86,6 @@ async def contexts(set_dirs: list[Path]) -> list[Context]:
     return out
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().replace("ё", "е").split())
-
-
 def labels(ctx: Context, cands: list[extractive.Candidate]) -> np.ndarray:
     """1 for a sentence of a gold document that holds (most of) a gold snippet."""
     q = ctx.question
@@ -97,8 +93,8 @@ def labels(ctx: Context, cands: list[extractive.Candidate]) -> np.ndarray:
     for c in cands:
         hit = 0
         if ctx.documents[c.n] in q.gold_docs:
-            t = _norm(c.text)
-            for s in map(_norm, q.snippets):
+            t = normalize(c.text)
+            for s in map(normalize, q.snippets):
                 words = set(extractive.terms(s))
                 shared = words & set(extractive.terms(t))
                 inside = s in t or (len(t) > 20 and t.rstrip("…") in s)

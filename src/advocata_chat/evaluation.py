@@ -41,7 +41,7 @@ class EvalSetError(ValueError):
     """An evaluation set folder that cannot be read; the message says what to fix."""
 
 
-def _norm(text: str) -> str:
+def normalize(text: str) -> str:
     return " ".join(text.lower().replace("ё", "е").split())
 
 
@@ -119,8 +119,8 @@ def load_sets(set_dirs: Iterable[Path]) -> tuple[list[EvalDoc], list[Question]]:
 
 def snippets_in(snippets: Iterable[str], texts: Iterable[str]) -> bool:
     """Every gold snippet inside one of the texts (whitespace and case aside)."""
-    normed = [_norm(t) for t in texts]
-    return all(any(_norm(s) in t for t in normed) for s in snippets)
+    normed = [normalize(t) for t in texts]
+    return all(any(normalize(s) in t for t in normed) for s in snippets)
 
 
 @dataclass
