@@ -62,6 +62,24 @@ def terms(text: str) -> list[str]:
     return [_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1]
 
 
+# A question's stem matches a sentence's when one is a prefix of the other and the shorter
+# has at least STEM_PREFIX letters, as the text search matches them (store.py): Snowball
+# stems "аренда" to "аренд" but "Арендная" to "арендн". Cross-validated (docs/quality.md).
+STEM_PREFIX = 5
+
+
+def _holds(term: str, sentence: set[str]) -> bool:
+    """The sentence holds the question's stem, exactly or by prefix."""
+    if term in sentence:
+        return True
+    return term.isalpha() and any(
+        u.isalpha()
+        and min(len(term), len(u)) >= STEM_PREFIX
+        and (u.startswith(term) or term.startswith(u))
+        for u in sentence
+    )
+
+
 # What kind of answer a question asks for, and how to recognise it in a sentence.
 _NUMBER = re.compile(r"\d")
 _PATTERNS = {
@@ -162,23 +180,24 @@ Similarity = Callable[[str, list[str]], list[float]]
 # cross-validation over the dev + dev2 questions (a conditional logit: softmax over each
 # question's candidate sentences, the sentences holding the gold snippet as positives).
 # These are the mean of the five folds' weights, which differ from it by at most 0.5;
-# held-out figures and the command are in docs/quality.md, "Third pass"
+# held-out figures and the command are in docs/quality.md, "Third pass" and "Fourth pass"
 # (`python -m bench.answerer`).
 SENTENCE_WEIGHTS = {
-    "words": 3.8,  # share of the question's rare words in the sentence (idf-weighted)
+    "words": 4.0,  # share of the question's rare words in the sentence (idf-weighted)
     "meaning": 5.7,  # e5 question-sentence similarity, rescaled from the embedder's floor
     "kind": 1.3,  # +1 has the kind of answer asked for (amount, date, name), -1 lacks it
-    "rank": 1.3,  # 1 / (1 + position of its source): retrieval already ordered them
-    "first": -0.25,  # the first sentence of a source (often a cut-off or a preamble)
+    "rank": 1.75,  # 1 / (1 + position of its source): retrieval already ordered them
+    "first": -0.3,  # the first sentence of a source (often a cut-off or a preamble)
     "length": 0.7,  # length / 400 characters: a clause says more than a fragment
-    "number": 1.35,  # holds a digit: the facts asked about are amounts, dates, numbers
+    "number": 1.3,  # holds a digit: the facts asked about are amounts, dates, numbers
 }
 LEXICAL_EVIDENCE = 0.5
 # A best sentence scoring this high is quoted even when its meaning looks far from the
 # question ("До какого числа вернуть деньги?" / "Вернуть до 1 мая 2026 года."): a clear
-# answer is not refused. Cross-validated jointly with the threshold over dev + dev2 (picked
-# in all five folds; held out it costs 0.01 of false abstention there, docs/quality.md).
-CLEAR_ANSWER = 5.5
+# answer is not refused. Cross-validated jointly with the threshold over dev + dev2, in the
+# ranker's units: 6.0 in four folds with the weights above (5.5 with the previous ones,
+# whose scores ran about 0.45 lower; docs/quality.md, "Fourth pass").
+CLEAR_ANSWER = 6.0
 # Sentences the ranker embeds per answer, best sources first (e5: ~20 sentences a second).
 MAX_EMBEDDED = 120
 
@@ -217,9 +236,10 @@ def features(
     kinds = answer_types(question)
     sent_terms = [set(terms(c.text)) for c in cands]
     n = len(cands)
-    idf = {t: math.log(1 + n / (1 + sum(t in st for st in sent_terms))) for t in q_terms}
+    shared = [{t for t in q_terms if _holds(t, st)} for st in sent_terms]
+    idf = {t: math.log(1 + n / (1 + sum(t in s for s in shared))) for t in q_terms}
     total = sum(idf.values()) or 1.0
-    overlaps = [sum(idf[t] for t in q_terms & st) / total for st in sent_terms]
+    overlaps = [sum(idf[t] for t in s) / total for s in shared]
     sims = [0.0] * n
     if embed is not None:
         pick = sorted(range(n), key=lambda i: cands[i].rank)[:MAX_EMBEDDED]
