@@ -108,6 +108,20 @@ def test_an_offline_answer_to_a_one_document_question_quotes_that_document_only(
     assert {c.n for c in chosen} == {1}
 
 
+def test_an_offline_answer_to_the_rent_question_quotes_the_rent_not_a_salary():
+    """Snowball stems "аренда" to "аренд" and "Арендная" to "арендн"; matched by prefix, the
+    rent clause shares the question's rarest word, the salary only "в месяц" (issue 12)."""
+    from advocata_chat.extractive import choose
+
+    sources = [
+        (1, "Договор аренды квартиры", "Арендная плата составляет 45 000 рублей в месяц."),
+        (2, "Трудовой договор", "Должностной оклад составляет 92 000 рублей в месяц."),
+    ]
+    question = "Сколько стоит аренда квартиры в месяц?"
+    chosen = choose(question, sources, threshold=0.1, other_document=1.5)
+    assert [c.n for c in chosen] == [1] and "45 000" in chosen[0].text
+
+
 def test_the_diversity_swap_is_tuned_by_its_ratio():
     from advocata_chat.retrieval import SearchParams, rank_hits
 
