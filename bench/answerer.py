@@ -31,7 +31,7 @@ import numpy as np
 from advocata_chat import extractive
 from advocata_chat.citations import cited_numbers
 from advocata_chat.config import Settings
-from advocata_chat.evaluation import ABSTAIN_MARKER, folds, keyword_found, load_sets, normalize
+from advocata_chat.evaluation import answer_figures, folds, load_sets, normalize
 
 SETS = [Path("../shared/eval/dev"), Path("../shared/eval/dev2")]
 
@@ -124,17 +124,16 @@ def fit(xs: list[np.ndarray], ys: list[np.ndarray], l2: float = 0.01) -> np.ndar
 
 
 def figures(ctx: Context, answer: str) -> dict:
+    """The eval's own scoring of one answer (evaluation.answer_figures), under short keys."""
     q = ctx.question
-    abstained = bool(ABSTAIN_MARKER.search(answer))
     cited = [ctx.documents[n] for n in cited_numbers(answer) if n in ctx.documents]
-    row = {"kind": q.kind, "abstained": abstained}
-    if q.answerable:
-        row["kw"] = sum(keyword_found(k, answer) for k in q.keywords) / max(len(q.keywords), 1)
-        row["cited"] = all(d in cited for d in q.gold_docs)
-        if cited:
-            row["precision"] = sum(d in q.gold_docs for d in cited) / len(cited)
-        elif not abstained:
-            row["precision"] = 0.0
+    got = answer_figures(q, answer, cited)
+    row = {"kind": q.kind, "abstained": got["abstained"]}
+    for key, name in (("kw", "keyword_recall"), ("cited", "docs_cited")):
+        if got[name] is not None:
+            row[key] = got[name]
+    if got["citation_precision"] is not None:
+        row["precision"] = got["citation_precision"]
     return row
 
 

@@ -204,3 +204,22 @@ def test_abstention_cross_validation_refuses_the_unanswerable_and_answers_the_re
     cv = abstention_cv(results, questions, _NoMeaning())
     assert cv["held_out_abstention_no_answer"] == 1.0
     assert cv["held_out_false_abstention"] == 0.0
+
+
+def test_an_answer_is_scored_on_every_gold_document_and_uncited_answers_score_no_precision():
+    from advocata_chat.evaluation import Question, answer_figures
+
+    two_docs = Question(
+        "m1", "s", "s:u", "Сколько и когда?", ("s:a", "s:b"), (), ("45 000", "1 мая"), "multi_hop"
+    )
+    half = answer_figures(two_docs, "«Цена — 45 000 рублей.» [1]", ["s:a", "s:c"])
+    assert half == {
+        "docs_cited": False,  # one gold document of two
+        "citation_precision": 0.5,
+        "keyword_recall": 0.5,
+        "abstained": False,
+    }
+    uncited = answer_figures(two_docs, "Цена 45 000 рублей, срок 1 мая.", [])
+    assert uncited["citation_precision"] == 0.0 and uncited["keyword_recall"] == 1.0
+    refused = answer_figures(two_docs, "В ваших документах нет ответа на этот вопрос.", [])
+    assert refused["abstained"] and refused["citation_precision"] is None

@@ -225,6 +225,29 @@ async def _answer_over_sse(
     return sources, final
 
 
+def answer_figures(q: Question, text: str, cited: list[str]) -> dict[str, float | bool | None]:
+    """How one answer scores against its question, given the documents it cites (by name):
+    every gold document cited, the share of cited documents that are gold (an answer that
+    cites nothing and does not abstain scores 0), keywords found, abstained. The eval and
+    `bench.answerer` both score with this, so their figures compare."""
+    abstained = bool(ABSTAIN_MARKER.search(text))
+    precision = None
+    if q.gold_docs and cited:
+        precision = sum(n in q.gold_docs for n in cited) / len(cited)
+    elif q.gold_docs and not abstained:
+        precision = 0.0
+    return {
+        "docs_cited": all(d in cited for d in q.gold_docs) if q.gold_docs else None,
+        "citation_precision": precision,
+        "keyword_recall": (
+            sum(keyword_found(kw, text) for kw in q.keywords) / len(q.keywords)
+            if q.keywords
+            else None
+        ),
+        "abstained": abstained,
+    }
+
+
 async def ask(
     client: httpx.AsyncClient, corpus: Corpus, questions: list[Question], *, k: int = 5
 ) -> list[QuestionResult]:
@@ -250,19 +273,8 @@ async def ask(
                 context_hit=snippets_in(q.snippets, (s["content"] for s in sources))
                 if q.snippets
                 else None,
-                docs_cited=all(d in cited_names for d in q.gold_docs) if q.gold_docs else None,
                 cited_docs=cited_names,
-                citation_precision=(
-                    sum(n in q.gold_docs for n in cited_names) / len(cited_names)
-                    if cited_names and q.gold_docs
-                    else (0.0 if q.gold_docs and not ABSTAIN_MARKER.search(text) else None)
-                ),
-                keyword_recall=(
-                    sum(keyword_found(kw, text) for kw in q.keywords) / len(q.keywords)
-                    if q.keywords
-                    else None
-                ),
-                abstained=bool(ABSTAIN_MARKER.search(text)),
+                **answer_figures(q, text, cited_names),
                 leaked=sum(1 for d in cited if corpus.owner.get(d) != q.user),
                 answer=text,
                 sources=sources,
