@@ -30,7 +30,7 @@ class SearchParams:
     candidates: int = 20
     # How many ranked chunks the retriever hands to the context packer, which keeps those
     # that fit RAG_MAX_CONTEXT_TOKENS in rank order (a fixed top 5 left most of it unused).
-    context_k: int = 20
+    context_k: int = 30
     min_similarity: float = 0.1
     rrf_k: int = 60
     vector_weight: float = 1.0
