@@ -223,3 +223,17 @@ def test_an_answer_is_scored_on_every_gold_document_and_uncited_answers_score_no
     assert uncited["citation_precision"] == 0.0 and uncited["keyword_recall"] == 1.0
     refused = answer_figures(two_docs, "В ваших документах нет ответа на этот вопрос.", [])
     assert refused["abstained"] and refused["citation_precision"] is None
+
+
+def test_search_defaults_agree_with_the_settings():
+    """The context's chunk count has two homes (SearchParams for code that builds its own,
+    Settings for the runtime); docs/quality.md measured them as one setting with the budget."""
+    from advocata_chat.config import Settings
+    from advocata_chat.retrieval import SearchParams
+
+    s, p = Settings(_env_file=None), SearchParams()
+    assert (p.context_k, p.candidates, p.top_k) == (
+        s.rag_context_chunks,
+        s.rag_candidates,
+        s.rag_top_k,
+    )
