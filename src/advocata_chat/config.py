@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     # default (the seed's 0.7 discards nearly every relevant chunk with either embedder).
     rag_min_similarity: float | None = None
     # 10,000 with 30 ranked chunks: the gold passage reaches the context for 0.97 of the dev
-    # questions (0.94 at 8,000 / 20, 0.88 at 4,000), offline answers no worse (docs/quality.md,
-    # "The context budget"). A budget, not a fitted threshold: the two go up together.
+    # questions (0.94 at 8,000 / 20, 0.88 at 4,000), offline answers within a question or two
+    # (docs/quality.md, "The context budget"). A budget, not a fitted threshold; the two go up
+    # together. With a provider the prompt and the quota reserved per turn grow with it.
     rag_max_context_tokens: int = 10000
     rag_candidates: int = 20  # per retriever, before fusion
     # Ranked chunks offered to the context packer, which keeps what fits the token budget.
