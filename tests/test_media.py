@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -25,7 +26,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from advocata_chat import speech
-from advocata_chat.models import SpeechCache
+from advocata_chat.models import SpeechCache, VoiceUpload
 from tests import bombs
 from tests.test_documents import DOCS, upload
 from tests.test_ocr import RECEIPT, encoded, needs_ocr, text_image
@@ -425,6 +426,27 @@ async def test_a_voice_frame_naming_no_recording_of_yours_here_is_not_found(
             await ws.send_text(json.dumps({"type": "voice", "upload_id": stale["id"]}))
             assert json.loads(await ws.receive_text()) == error
         assert (await client.get(f"{CHAT}/{cid}", headers=h)).json()["messages"] == []
+
+
+async def test_a_recording_nobody_sends_is_deleted_once_it_expires(stub_client, auth, alice):
+    h = auth(alice)
+    # No further upload comes: the ingestion worker's round is what deletes it.
+    async with stub_client(voice_upload_ttl_seconds=3, ingest_heartbeat_seconds=0.2) as client:
+        cid = await _conversation(client, h)
+        upload_id = (await _upload_voice(client, h, cid, _wav("Да"))).json()["id"]
+        rt = client.app.state.runtime
+
+        async def kept() -> int:
+            async with rt.sessions() as s:
+                query = select(func.count()).where(VoiceUpload.id == uuid.UUID(upload_id))
+                return await s.scalar(query)
+
+        assert await kept() == 1
+        for _ in range(150):
+            if not await kept():
+                break
+            await asyncio.sleep(0.1)
+        assert await kept() == 0, "an expired recording is still stored"
 
 
 async def test_a_voice_frame_without_a_recogniser_is_an_error_frame_naming_the_setting(

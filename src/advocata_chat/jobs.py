@@ -9,7 +9,9 @@ leaves to its users:
   to the queue (`_recover`), so another worker retries it within
   INGEST_STALLED_SECONDS plus one heartbeat;
 - a document left `queued` or `processing` with no job at all (its enqueue failed with the
-  database, or its job was lost) gets a new one.
+  database, or its job was lost) gets a new one;
+- voice recordings uploaded for a `voice` frame and never sent are deleted once expired
+  (voice.py): the worker is what runs on a schedule, so the housekeeping rides on it.
 Each document's job carries the document id as its `lock` (never two runs of it at once)
 and `queueing_lock` (never two waiting).
 """
@@ -28,7 +30,7 @@ from procrastinate.exceptions import AlreadyEnqueued, JobAborted
 from procrastinate.worker import Worker
 from sqlalchemy import text
 
-from advocata_chat import db, ingest
+from advocata_chat import db, ingest, voice
 from advocata_chat.ingest import Publish, Transient
 
 if TYPE_CHECKING:
@@ -169,3 +171,5 @@ async def _recover(rt: Runtime) -> None:
     for document_id in orphans:
         log.warning("document %s had no job; queued again", document_id)
         await enqueue(rt, document_id)
+    async with rt.sessions.begin() as session:
+        await voice.delete_expired(session)

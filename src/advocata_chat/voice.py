@@ -8,7 +8,10 @@ is sent, so a long or broken file costs no provider call.
 
 Over the WebSocket a recording is uploaded first (`store_upload`, checked the same way) and
 named by its id in a `voice` frame; the turn that answers it deletes it in the transaction
-that stores the user message (`consume`), so each upload is answered at most once.
+that stores the user message (`consume`), so each upload is answered at most once. One
+nobody sends is deleted once it expires, by the next upload or the ingestion worker's next
+round (`delete_expired`), so a recording is not kept past VOICE_UPLOAD_TTL_SECONDS plus
+INGEST_HEARTBEAT_SECONDS.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +32,9 @@ from advocata_chat.extract import EmptyDocument, UnsupportedFile
 from advocata_chat.limits import RateLimited
 from advocata_chat.llm import audio_client
 from advocata_chat.models import VoiceUpload, utcnow
-from advocata_chat.runtime import Runtime
+
+if TYPE_CHECKING:  # runtime -> jobs -> voice: the worker sweeps expired recordings
+    from advocata_chat.runtime import Runtime
 
 
 class TranscriptionUnavailable(AppError):
@@ -140,6 +146,11 @@ async def hear(settings: Settings, *, data: bytes, media_type: str, seconds: flo
 # -- recordings uploaded for the WebSocket -------------------------------------------------
 
 
+async def delete_expired(s: AsyncSession) -> None:
+    """Drop every expired recording (anyone's): the table holds only what may still be sent."""
+    await s.execute(delete(VoiceUpload).where(VoiceUpload.expires_at <= utcnow()))
+
+
 async def store_upload(
     rt: Runtime,
     *,
@@ -154,8 +165,7 @@ async def store_upload(
     expires)."""
     settings, now = rt.settings, utcnow()
     async with rt.sessions.begin() as s:
-        # Expired recordings (anyone's) go first: the table holds only what may still be sent.
-        await s.execute(delete(VoiceUpload).where(VoiceUpload.expires_at <= now))
+        await delete_expired(s)
         waiting, oldest = (
             await s.execute(
                 select(func.count(), func.min(VoiceUpload.expires_at)).where(
