@@ -79,6 +79,22 @@ async def test_a_turn_streams_every_frame_in_order(make_client, auth, token, ali
         assert final["message"]["token_count"] == stored["total_tokens"] == 0  # offline: unbilled
 
 
+async def test_a_socket_that_only_listens_is_closed_when_its_token_expires(
+    make_client, auth, settings, alice
+):
+    async with make_client() as client:
+        cid = await new_conversation(client, auth(alice))
+        short = mint_token(settings, user_id=alice, ttl_seconds=2)
+        async with aconnect_ws(url(cid, short), client) as ws:
+            assert (await recv(ws))["type"] == "connected"
+            # The client sends nothing; the server speaks at the token's expiry.
+            frame = await recv(ws, wait=15)
+            assert frame == {"type": "error", "error": "Token has expired", "code": "unauthorized"}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive_text()
+            assert closed.value.code == 4401
+
+
 async def test_authentication_and_ownership_failures_close_with_codes(
     make_client, auth, token, settings, alice, bob
 ):

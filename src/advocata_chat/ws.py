@@ -1,6 +1,7 @@
 """The chat WebSocket: the seed's protocol plus streaming frames.
 
-Close codes: 4401 authentication failed or the token expired (checked on every frame), 4404
+Close codes: 4401 authentication failed or the token expired (checked on every frame, and
+at the token's expiry on a socket that only listens), 4404
 no such conversation (or not yours), 4400 user_id in the URL does not match the token, 4429
 too many open sockets for this user.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -270,10 +272,16 @@ async def _serve(ws: WebSocket, who: Principal, cid: uuid.UUID) -> None:
     bucket = TokenBucket(rt.settings.max_ws_frames_per_second, rt.clock)
     try:
         while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
+            # A socket that only listens is closed when its token expires, as one that
+            # sends is on its next frame: an expired credential reads nothing more.
+            left = who.expires_at - rt.clock()
+            try:
+                message = await asyncio.wait_for(ws.receive(), left if left < math.inf else None)
+            except TimeoutError:
+                message = None
+            if message is not None and message["type"] == "websocket.disconnect":
                 break
-            if rt.clock() >= who.expires_at:
+            if message is None or rt.clock() >= who.expires_at:
                 # REST refuses an expired token on every request; a socket does so per frame.
                 # The writer stops first, so the error frame is the last one sent.
                 writer.cancel()
