@@ -126,6 +126,39 @@ async def test_a_socket_that_does_not_resume_gets_the_answer_from_its_start(pair
     assert text_of(seen) == seen[-1]["message"]["content"] == REPLY
 
 
+async def test_a_socket_that_resumes_a_grounded_answer_gets_its_sources_first(pair, slow, settings):
+    one, two = pair
+    cid, headers, token = session(one, settings)
+    note = "Расписка. Гусев получил от Орлова 120 000 рублей и вернёт их до 1 мая 2026 года."
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(
+            f"{one.url}/api/v1/documents",
+            params={"wait": True},
+            files={"file": ("расписка.txt", note.encode())},
+            headers=headers,
+        )
+    assert r.status_code == 201, r.text
+    async with websockets.connect(ws_url(one, cid, token)) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "message", "content": "Сколько получил Гусев?"}))
+        before = [await recv(ws)]
+        while len([f for f in before if f["type"] == "token"]) < 10:
+            before.append(await recv(ws))
+    sources = next(f for f in before if f["type"] == "sources")
+    assert sources["sources"], "the turn was not grounded in the document"
+    # The client drops the connection and comes back on the other process from offset 0.
+    async with websockets.connect(ws_url(two, cid, token)) as ws:
+        answer_id = (await recv(ws))["message_id"]
+        await ws.send(json.dumps({"type": "resume", "message_id": answer_id, "offset": 0}))
+        after = [await recv(ws)]
+        while after[-1]["type"] != "message":
+            after.append(await recv(ws))
+    kinds = [f["type"] for f in after]
+    assert kinds.count("sources") == 1 and kinds.index("sources") < kinds.index("token"), kinds
+    assert after[kinds.index("sources")] == sources
+    assert text_of(after) == after[-1]["message"]["content"] == REPLY
+
+
 async def test_an_sse_stream_resumes_from_last_event_id_on_the_other_process(pair, slow, settings):
     one, two = pair
     cid, headers, _ = session(one, settings)

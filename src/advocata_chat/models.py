@@ -60,10 +60,12 @@ class Conversation(Base):
     messages_count: Mapped[int] = mapped_column(Integer, default=0)
     last_message_preview: Mapped[str | None] = mapped_column(Text)
     turn_lock_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The answer being generated under the lease, and its text so far (written when a
-    # client resumes it from another process); see resume.py. Deferred: only resuming reads it.
+    # The answer being generated under the lease, its text so far and its sources (written
+    # when a client resumes it from another process); see resume.py. Deferred: only resuming
+    # reads them.
     answer_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     answer_text: Mapped[str | None] = mapped_column(Text, deferred=True)
+    answer_sources: Mapped[list | None] = mapped_column(JSONB, deferred=True)
     template_id: Mapped[str | None] = mapped_column(String(64))
     instructions: Mapped[str | None] = mapped_column(Text)
     title_auto: Mapped[bool] = mapped_column(Boolean, default=False)

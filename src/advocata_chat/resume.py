@@ -2,17 +2,19 @@
 
 The stream's buffer lives where every process sees it. The conversation row names the answer
 in progress (`answer_id`, set and cleared with the turn's lease) and holds its text so far
-(`answer_text`); the process generating it writes that text when asked (`Hub.request_flush`,
-which travels through the bridge), so a turn costs no extra statement unless someone
-resumes it. Live deltas come through the hub as usual; every `token` frame carries its
-offset in the answer, so a `Cursor` can put the stored text and the live deltas together
-with nothing lost or repeated.
+(`answer_text`) and its sources (`answer_sources`: the `sources` frame a resuming client
+missed); the process generating it writes them when asked (`Hub.request_flush`, which
+travels through the bridge), so a turn costs no extra statement unless someone resumes it.
+Live deltas come through the hub as usual; every `token` frame carries its offset in the
+answer, so a `Cursor` can put the stored text and the live deltas together with nothing
+lost or repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 
@@ -22,6 +24,7 @@ from advocata_chat.frames import (
     Frame,
     MessageFrame,
     MessageReceived,
+    Sources,
     Token,
     final_frame,
 )
@@ -62,25 +65,30 @@ async def latest(rt: Runtime, conversation_id: uuid.UUID) -> uuid.UUID | None:
         )
 
 
+class Stored(NamedTuple):
+    text: str  # the answer's text as far as the database has it
+    sources: list[dict] | None  # its sources, while it is generated (once written)
+    message: Message | None  # the stored answer, once it is; None while generated
+
+
 async def stored_text(
     rt: Runtime, conversation_id: uuid.UUID, message_id: uuid.UUID
-) -> tuple[str, Message | None] | None:
-    """The answer's text as far as the database has it: (text so far, None) while it is
-    generated, (content, the message) once stored; None for no such answer."""
+) -> Stored | None:
+    """The answer as far as the database has it; None for no such answer."""
     async with rt.sessions() as s:
         row = (
             await s.execute(
-                select(Conversation.answer_text).where(
+                select(Conversation.answer_text, Conversation.answer_sources).where(
                     Conversation.id == conversation_id, Conversation.answer_id == message_id
                 )
             )
         ).first()
         if row is not None:
-            return row[0] or "", None
+            return Stored(row[0] or "", row[1], None)
         msg = await s.get(Message, message_id)
     if msg is None or msg.conversation_id != conversation_id:
         return None
-    return msg.content, msg
+    return Stored(msg.content, None, msg)
 
 
 class Cursor:
@@ -104,6 +112,7 @@ class Cursor:
         # dropped, the rest pass through, until the next turn starts (`detached`).
         self.done = False
         self.detached = False
+        self.sources_sent = False  # the answer's `sources` frame, stored or live
 
     async def start(self) -> list[Frame]:
         """What the client lacks now: the text from its offset, and the final `message`
@@ -113,11 +122,16 @@ class Cursor:
         if got is None:
             self.done = self.detached = True
             return [Error.of(MessageNotFound("No such answer in this conversation"))]
-        text, msg = got
-        if msg is None:
-            return self._upto(text)
+        if got.message is None:
+            return [*self._sources(got), *self._upto(got.text)]
         self.done = True
-        return [*self._upto(text), final_frame(msg)]
+        return [*self._upto(got.text), final_frame(got.message)]
+
+    def _sources(self, got: Stored) -> list[Frame]:
+        if self.sources_sent or not got.sources:
+            return []
+        self.sources_sent = True
+        return [Sources(sources=got.sources)]
 
     def _upto(self, text: str) -> list[Frame]:
         if len(text) <= self.sent:
@@ -138,6 +152,10 @@ class Cursor:
             return [] if ours or isinstance(frame, Token) else [frame]
         if isinstance(frame, Token):
             return await self._token(frame)
+        if isinstance(frame, Sources):
+            if self.sources_sent:
+                return []  # the stored copy went first
+            self.sources_sent = True
         if ours:
             self.done = True
             return [*self._upto(frame.message.content), frame]
@@ -163,7 +181,7 @@ class Cursor:
             if attempt % 10 == 0:
                 self.hub.request_flush(self.conversation_id)
             got = await stored_text(self.rt, self.conversation_id, self.message_id)
-            if got is not None and (len(got[0]) >= upto or got[1] is not None):
-                return self._upto(got[0])
+            if got is not None and (len(got.text) >= upto or got.message is not None):
+                return [*self._sources(got), *self._upto(got.text)]
             await asyncio.sleep(FILL_SECONDS)
         return []

@@ -188,7 +188,12 @@ class Turn:
 
 
 # What ends a lease: the conversation row no longer names a turn or an answer in progress.
-NO_LEASE = {"turn_lock_until": None, "answer_id": None, "answer_text": None}
+NO_LEASE = {
+    "turn_lock_until": None,
+    "answer_id": None,
+    "answer_text": None,
+    "answer_sources": None,
+}
 
 
 def _lease_length(rt: Runtime) -> timedelta:
@@ -232,6 +237,7 @@ async def _start(
         turn_lock_until=lease_until,
         answer_id=answer_id,  # a client that reconnects can resume it (resume.py)
         answer_text=None,
+        answer_sources=None,
     )
     title_due = conv.title_auto and conv.title is None
     if title_due:  # only a conversation that was never answered gets a title
@@ -404,8 +410,8 @@ class Answer:
 
 
 class Partial:
-    """Writes the answer's text so far to the conversation row when asked (a client is
-    resuming the stream, maybe from another process: resume.py)."""
+    """Writes the answer's text so far and its sources to the conversation row when asked
+    (a client is resuming the stream, maybe from another process: resume.py)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -413,12 +419,14 @@ class Partial:
         self.answer: Answer | None = None
 
     def save_soon(self) -> None:
-        if self.turn is not None and self.answer is not None and self.answer.length:
-            self.rt.spawn(self._save(self.turn, self.answer.text))
+        answer = self.answer
+        if self.turn is not None and answer is not None and (answer.length or answer.sources):
+            sources = [public_source(x) for x in answer.sources] or None
+            self.rt.spawn(self._save(self.turn, answer.text, sources))
 
-    async def _save(self, turn: Turn, text: str) -> None:
+    async def _save(self, turn: Turn, text: str, sources: list[dict] | None) -> None:
         # Only while the answer is in progress, and never back to a shorter text (two
-        # saves may finish out of order).
+        # saves may finish out of order; the sources are set once, before any text).
         done = func.coalesce(func.length(Conversation.answer_text), 0)
         try:
             async with self.rt.sessions.begin() as s:
@@ -427,9 +435,9 @@ class Partial:
                     .where(
                         Conversation.id == turn.request.conversation_id,
                         Conversation.answer_id == turn.answer_id,
-                        done < len(text),
+                        done <= len(text),
                     )
-                    .values(answer_text=text)
+                    .values(answer_text=text, answer_sources=sources)
                 )
         except Exception as exc:  # the resuming client asks again
             if not is_database_down(exc):
