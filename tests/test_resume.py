@@ -65,6 +65,22 @@ async def recv(ws) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), 30))
 
 
+async def until_tokens(ws, n: int) -> list[dict]:
+    """Frames up to the n-th `token`."""
+    frames: list[dict] = []
+    while sum(f["type"] == "token" for f in frames) < n:
+        frames.append(await recv(ws))
+    return frames
+
+
+async def until(ws, kind: str) -> list[dict]:
+    """Frames up to and including the first of type `kind`."""
+    frames = [await recv(ws)]
+    while frames[-1]["type"] != kind:
+        frames.append(await recv(ws))
+    return frames
+
+
 def text_of(frames: list[dict], start: int = 0) -> str:
     """The tokens' text, checking that each starts where the previous one ended."""
     text = ""
@@ -86,21 +102,17 @@ async def test_a_socket_resumes_on_the_other_process_with_nothing_lost_or_repeat
 ):
     one, two = pair
     cid, headers, token = session(one, settings)
-    before: list[dict] = []
     async with websockets.connect(ws_url(one, cid, token)) as ws:
         assert (await recv(ws))["message_id"] is None  # nothing in progress yet
         await ws.send(json.dumps({"type": "message", "content": "Расскажи подробно"}))
-        while len([f for f in before if f["type"] == "token"]) < 20:
-            before.append(await recv(ws))
+        before = await until_tokens(ws, 20)
     answer_id = before[0]["answer_id"]
     had = text_of(before)
     async with websockets.connect(ws_url(two, cid, token)) as ws:
         connected = await recv(ws)
         assert connected["message_id"] == answer_id  # the answer is still being generated
         await ws.send(json.dumps({"type": "resume", "message_id": answer_id, "offset": len(had)}))
-        after = [await recv(ws)]
-        while after[-1]["type"] != "message":
-            after.append(await recv(ws))
+        after = await until(ws, "message")
     rest = text_of(after, start=len(had))
     final = after[-1]["message"]
     assert final["id"] == answer_id and final["status"] == "complete"
@@ -114,15 +126,11 @@ async def test_a_socket_that_does_not_resume_gets_the_answer_from_its_start(pair
     async with websockets.connect(ws_url(one, cid, token)) as a:
         await recv(a)
         await a.send(json.dumps({"type": "message", "content": "Расскажи подробно"}))
-        frames = [await recv(a)]
-        while len([f for f in frames if f["type"] == "token"]) < 10:
-            frames.append(await recv(a))
+        frames = await until_tokens(a, 10)
         # A second tab opens mid-answer, on the other process, and says nothing.
         async with websockets.connect(ws_url(two, cid, token)) as b:
             assert (await recv(b))["message_id"] == frames[0]["answer_id"]
-            seen = [await recv(b)]
-            while seen[-1]["type"] != "message":
-                seen.append(await recv(b))
+            seen = await until(b, "message")
     assert text_of(seen) == seen[-1]["message"]["content"] == REPLY
 
 
@@ -141,18 +149,14 @@ async def test_a_socket_that_resumes_a_grounded_answer_gets_its_sources_first(pa
     async with websockets.connect(ws_url(one, cid, token)) as ws:
         await recv(ws)
         await ws.send(json.dumps({"type": "message", "content": "Сколько получил Гусев?"}))
-        before = [await recv(ws)]
-        while len([f for f in before if f["type"] == "token"]) < 10:
-            before.append(await recv(ws))
+        before = await until_tokens(ws, 10)
     sources = next(f for f in before if f["type"] == "sources")
     assert sources["sources"], "the turn was not grounded in the document"
     # The client drops the connection and comes back on the other process from offset 0.
     async with websockets.connect(ws_url(two, cid, token)) as ws:
         answer_id = (await recv(ws))["message_id"]
         await ws.send(json.dumps({"type": "resume", "message_id": answer_id, "offset": 0}))
-        after = [await recv(ws)]
-        while after[-1]["type"] != "message":
-            after.append(await recv(ws))
+        after = await until(ws, "message")
     kinds = [f["type"] for f in after]
     assert kinds.count("sources") == 1 and kinds.index("sources") < kinds.index("token"), kinds
     assert after[kinds.index("sources")] == sources
@@ -203,9 +207,7 @@ async def test_cancel_from_a_tab_on_the_other_process_stops_the_answer(pair, slo
         while (await recv(b))["type"] != "token":
             pass
         await b.send(json.dumps({"type": "cancel"}))
-        frames = [await recv(a)]
-        while frames[-1]["type"] != "cancelled":
-            frames.append(await recv(a))
+        frames = await until(a, "cancelled")
     final = next(f for f in frames if f["type"] == "message")["message"]
     assert final["status"] == "interrupted" and 0 < len(final["content"]) < len(REPLY)
     assert frames[-1]["message_id"] == final["id"]
