@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from advocata_chat import attachments as media
 from advocata_chat import limits, voice
@@ -425,9 +425,11 @@ class Partial:
             self.rt.spawn(self._save(self.turn, answer.text, sources))
 
     async def _save(self, turn: Turn, text: str, sources: list[dict] | None) -> None:
-        # Only while the answer is in progress, and never back to a shorter text (two
-        # saves may finish out of order; the sources are set once, before any text).
-        done = func.coalesce(func.length(Conversation.answer_text), 0)
+        # Only while the answer is in progress, and only what is new: a longer text (two
+        # saves may finish out of order), or the sources not written yet.
+        fresh = func.coalesce(func.length(Conversation.answer_text), 0) < len(text)
+        if sources:
+            fresh = or_(fresh, Conversation.answer_sources.is_(None))
         try:
             async with self.rt.sessions.begin() as s:
                 await s.execute(
@@ -435,7 +437,7 @@ class Partial:
                     .where(
                         Conversation.id == turn.request.conversation_id,
                         Conversation.answer_id == turn.answer_id,
-                        done <= len(text),
+                        fresh,
                     )
                     .values(answer_text=text, answer_sources=sources)
                 )
