@@ -134,33 +134,64 @@ async def test_a_socket_that_does_not_resume_gets_the_answer_from_its_start(pair
     assert text_of(seen) == seen[-1]["message"]["content"] == REPLY
 
 
-async def test_a_socket_that_resumes_a_grounded_answer_gets_its_sources_first(pair, slow, settings):
-    one, two = pair
-    cid, headers, token = session(one, settings)
-    note = "Расписка. Гусев получил от Орлова 120 000 рублей и вернёт их до 1 мая 2026 года."
+NOTE = "Расписка. Гусев получил от Орлова 120 000 рублей и вернёт их до 1 мая 2026 года."
+
+
+async def grounded_start(server, settings) -> tuple[str, dict, str, dict]:
+    """A user with one document asks about it and drops the socket mid-answer: the session
+    and the `sources` frame the dropped socket saw."""
+    cid, headers, token = session(server, settings)
     async with httpx.AsyncClient(timeout=60) as client:
         r = await client.post(
-            f"{one.url}/api/v1/documents",
+            f"{server.url}/api/v1/documents",
             params={"wait": True},
-            files={"file": ("расписка.txt", note.encode())},
+            files={"file": ("расписка.txt", NOTE.encode())},
             headers=headers,
         )
     assert r.status_code == 201, r.text
-    async with websockets.connect(ws_url(one, cid, token)) as ws:
+    async with websockets.connect(ws_url(server, cid, token)) as ws:
         await recv(ws)
         await ws.send(json.dumps({"type": "message", "content": "Сколько получил Гусев?"}))
         before = await until_tokens(ws, 10)
     sources = next(f for f in before if f["type"] == "sources")
     assert sources["sources"], "the turn was not grounded in the document"
-    # The client drops the connection and comes back on the other process from offset 0.
-    async with websockets.connect(ws_url(two, cid, token)) as ws:
-        answer_id = (await recv(ws))["message_id"]
-        await ws.send(json.dumps({"type": "resume", "message_id": answer_id, "offset": 0}))
-        after = await until(ws, "message")
+    return cid, headers, token, sources
+
+
+def assert_sources_first(after: list[dict], sources: dict) -> None:
     kinds = [f["type"] for f in after]
     assert kinds.count("sources") == 1 and kinds.index("sources") < kinds.index("token"), kinds
     assert after[kinds.index("sources")] == sources
     assert text_of(after) == after[-1]["message"]["content"] == REPLY
+
+
+async def test_a_socket_that_resumes_a_grounded_answer_gets_its_sources_first(pair, slow, settings):
+    one, two = pair
+    cid, _, token, sources = await grounded_start(one, settings)
+    # The client comes back on the other process from offset 0.
+    async with websockets.connect(ws_url(two, cid, token)) as ws:
+        answer_id = (await recv(ws))["message_id"]
+        await ws.send(json.dumps({"type": "resume", "message_id": answer_id, "offset": 0}))
+        after = await until(ws, "message")
+    assert_sources_first(after, sources)
+
+
+async def test_an_sse_stream_that_resumes_a_grounded_answer_gets_its_sources_first(
+    pair, slow, settings
+):
+    one, two = pair
+    cid, headers, _, sources = await grounded_start(one, settings)
+    after = []
+    sse = {**headers, "Accept": "text/event-stream"}
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", f"{two.url}{CHAT}/{cid}/stream", headers=sse) as r,
+    ):
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                after.append(json.loads(line[6:]))
+    assert_sources_first(after, sources)
 
 
 async def test_an_sse_stream_resumes_from_last_event_id_on_the_other_process(pair, slow, settings):

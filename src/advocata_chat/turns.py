@@ -375,6 +375,8 @@ class Answer:
         self.parts: list[str] = []
         self.length = 0
         self.sources: list[dict] = []
+        # What clients see of them: the live `sources` frame and a resumed stream's, built once.
+        self.public_sources: list[dict] = []
         self.deadline: asyncio.Timeout | None = None
 
     @property
@@ -421,8 +423,7 @@ class Partial:
     def save_soon(self) -> None:
         answer = self.answer
         if self.turn is not None and answer is not None and (answer.length or answer.sources):
-            sources = [public_source(x) for x in answer.sources] or None
-            self.rt.spawn(self._save(self.turn, answer.text, sources))
+            self.rt.spawn(self._save(self.turn, answer.text, answer.public_sources or None))
 
     async def _save(self, turn: Turn, text: str, sources: list[dict] | None) -> None:
         # Only while the answer is in progress, and only what is new: a longer text (two
@@ -499,7 +500,8 @@ async def _generate(
         async for chunk in chain.astream(inputs, config=config):
             if "packed" in chunk:
                 answer.sources = chunk["packed"]["sources"]
-                emit(Sources(sources=[public_source(x) for x in answer.sources]))
+                answer.public_sources = [public_source(x) for x in answer.sources]
+                emit(Sources(sources=answer.public_sources))
             if "answer" in chunk and (delta := chunk["answer"].text):
                 emit(Token(delta=delta, offset=answer.add(delta)))
             answer.check()
