@@ -197,8 +197,8 @@ LEXICAL_EVIDENCE = 0.5
 # A best sentence scoring this high is quoted even when its meaning looks far from the
 # question ("До какого числа вернуть деньги?" / "Вернуть до 1 мая 2026 года."): a clear
 # answer is not refused. Cross-validated jointly with the threshold over dev + dev2, in the
-# ranker's units: 6.0 in four folds with the weights above (5.5 with the previous ones,
-# whose scores ran about 0.45 lower; docs/quality.md, "Fourth pass").
+# ranker's units: 6.0 in all five folds with the weights above (docs/quality.md, "Fifth
+# pass"; 5.5 with the third pass's weights, whose scores ran about 0.45 lower).
 CLEAR_ANSWER = 6.0
 # Sentences the ranker embeds per answer, best sources first (e5: ~20 sentences a second).
 MAX_EMBEDDED = 120
