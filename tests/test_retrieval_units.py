@@ -122,6 +122,32 @@ def test_an_offline_answer_to_the_rent_question_quotes_the_rent_not_a_salary():
     assert [c.n for c in chosen] == [1] and "45 000" in chosen[0].text
 
 
+def test_an_offline_answer_quotes_the_document_that_holds_all_of_the_question():
+    """The contract holds every word of the question across two clauses; the memo holds
+    most of them in one sentence. Scored by its sentence alone the memo came within 0.1 of
+    the contract and was quoted beside it; the document's coverage of the question keeps it
+    out (docs/quality.md, "Fifth pass")."""
+    from advocata_chat.extractive import _candidates, choose, features
+
+    memo = (
+        1,
+        "Памятка покупателю",
+        "Покупатель вправе потребовать неустойку за просрочку поставки товара.",
+    )
+    deal = (
+        2,
+        "Договор поставки",
+        "За каждый день просрочки поставки Поставщик уплачивает неустойку. "
+        "Неустойка начисляется на стоимость товара, поставленного с опозданием.",
+    )
+    question = "Как начисляется неустойка за каждый день просрочки поставки товара?"
+    chosen = choose(question, [memo, deal], threshold=0.1, other_document=0.5)
+    assert {c.n for c in chosen} == {2} and len(chosen) == 2
+    cands = _candidates([memo, deal])
+    document = [f["document"] for f in features(question, cands, None)]
+    assert document[0] < 0 and document[1:] == [0.0, 0.0]
+
+
 def test_the_diversity_swap_is_tuned_by_its_ratio():
     from advocata_chat.retrieval import SearchParams, rank_hits
 

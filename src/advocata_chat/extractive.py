@@ -148,6 +148,7 @@ class Candidate:
     evidence: float = 0.0  # closeness in meaning to the question: decides abstention
     rank: int = 0  # position of its source in the context (retrieval's order)
     first: bool = False  # the first sentence of its source
+    document: str = ""  # its source's title: two chunks of one document are one document
 
 
 def _fields(pieces: list[str]) -> list[str]:
@@ -164,13 +165,13 @@ def _fields(pieces: list[str]) -> list[str]:
 
 def _candidates(sources: list[tuple[int, str, str]]) -> list[Candidate]:
     out = []
-    for rank, (n, _title, body) in enumerate(sources):
+    for rank, (n, title, body) in enumerate(sources):
         pieces = _fields([body[s:e] for s, e in sentences(body)])
         for i, piece in enumerate(pieces):
             # A heading ("ПРЕДМЕТ ДОГОВОРА") names a topic and answers nothing.
             if len(piece.split()) >= 2 and any(ch.islower() for ch in piece):
                 text = piece if len(piece) <= 400 else piece[:399] + "…"
-                out.append(Candidate(n, text, rank=rank, first=i == 0))
+                out.append(Candidate(n, text, rank=rank, first=i == 0, document=title))
     return out
 
 
@@ -180,23 +181,24 @@ Similarity = Callable[[str, list[str]], list[float]]
 # cross-validation over the dev + dev2 questions (a conditional logit: softmax over each
 # question's candidate sentences, the sentences holding the gold snippet as positives).
 # These are the mean of the five folds' weights, which differ from it by at most 0.5;
-# held-out figures and the command are in docs/quality.md, "Third pass" and "Fourth pass"
+# held-out figures and the command are in docs/quality.md, "Third pass" to "Fifth pass"
 # (`python -m bench.answerer`).
 SENTENCE_WEIGHTS = {
-    "words": 4.0,  # share of the question's rare words in the sentence (idf-weighted)
-    "meaning": 5.7,  # e5 question-sentence similarity, rescaled from the embedder's floor
-    "kind": 1.3,  # +1 has the kind of answer asked for (amount, date, name), -1 lacks it
-    "rank": 1.75,  # 1 / (1 + position of its source): retrieval already ordered them
-    "first": -0.3,  # the first sentence of a source (often a cut-off or a preamble)
-    "length": 0.7,  # length / 400 characters: a clause says more than a fragment
-    "number": 1.3,  # holds a digit: the facts asked about are amounts, dates, numbers
+    "words": 4.15,  # share of the question's rare words in the sentence (idf-weighted)
+    "meaning": 5.25,  # e5 question-sentence similarity, rescaled from the embedder's floor
+    "kind": 1.35,  # +1 has the kind of answer asked for (amount, date, name), -1 lacks it
+    "rank": 1.55,  # 1 / (1 + position of its source): retrieval already ordered them
+    "first": -0.2,  # the first sentence of a source (often a cut-off or a preamble)
+    "length": 0.85,  # length / 400 characters: a clause says more than a fragment
+    "number": 1.25,  # holds a digit: the facts asked about are amounts, dates, numbers
+    "document": 1.45,  # share of the question's rare words its document holds, minus the best's
 }
 LEXICAL_EVIDENCE = 0.5
 # A best sentence scoring this high is quoted even when its meaning looks far from the
 # question ("До какого числа вернуть деньги?" / "Вернуть до 1 мая 2026 года."): a clear
 # answer is not refused. Cross-validated jointly with the threshold over dev + dev2, in the
-# ranker's units: 6.0 in four folds with the weights above (5.5 with the previous ones,
-# whose scores ran about 0.45 lower; docs/quality.md, "Fourth pass").
+# ranker's units: 6.0 in all five folds with the weights above (docs/quality.md, "Fifth
+# pass"; 5.5 with the third pass's weights, whose scores ran about 0.45 lower).
 CLEAR_ANSWER = 6.0
 # Sentences the ranker embeds per answer, best sources first (e5: ~20 sentences a second).
 MAX_EMBEDDED = 120
@@ -240,6 +242,15 @@ def features(
     idf = {t: math.log(1 + n / (1 + sum(t in s for s in shared))) for t in q_terms}
     total = sum(idf.values()) or 1.0
     overlaps = [sum(idf[t] for t in s) / total for s in shared]
+    # The words a document holds across its sentences: a question's words are often split
+    # between the clause that answers and the ones around it, and the document that holds
+    # all of them is likelier the one asked about. Relative to the best document (<= 0), so
+    # the best sentence's score, which CLEAR_ANSWER is compared with, rarely moves.
+    held: dict[str, set[str]] = {}
+    for c, s in zip(cands, shared, strict=True):
+        held.setdefault(c.document, set()).update(s)
+    coverage = {d: sum(idf[t] for t in s) / total for d, s in held.items()}
+    widest = max(coverage.values(), default=0.0)
     sims = [0.0] * n
     if embed is not None:
         pick = sorted(range(n), key=lambda i: cands[i].rank)[:MAX_EMBEDDED]
@@ -259,6 +270,7 @@ def features(
                 "first": float(c.first),
                 "length": min(len(c.text), 400) / 400,
                 "number": float(bool(_NUMBER.search(c.text))),
+                "document": coverage[c.document] - widest,
             }
         )
         # Abstention looks at the evidence alone: the rank of a source says which is
