@@ -233,6 +233,13 @@ class _Worker:
         self.process = self.conn = None
 
 
+def _reraise_refusal(answer: dict) -> None:
+    """The child refused the file with one of our errors: raise it here as it was raised there."""
+    if "refused" in answer:
+        cls = REFUSALS.get(answer["refused"], UnreadableFile)
+        raise cls(answer["message"], detail=answer["detail"])
+
+
 class Extractor:
     """`await extractor.extract(filename, data)`: the document's text, read in a child."""
 
@@ -263,9 +270,7 @@ class Extractor:
         answer = await self._run(job, self.timeout + GRACE_SECONDS)
         if "ok" in answer:
             return answer["ok"]["seconds"]
-        if "refused" in answer:
-            cls = REFUSALS.get(answer["refused"], UnreadableFile)
-            raise cls(answer["message"], detail=answer["detail"])
+        _reraise_refusal(answer)
         if "timeout" in answer:
             raise ExtractionTimeout(
                 f"Reading the recording took longer than {self.timeout:g} s and was stopped "
@@ -285,9 +290,7 @@ class Extractor:
         if "ok" in answer:
             ok = answer["ok"]
             return Extracted(ok["text"], [tuple(p) for p in ok["pages"]], ok["ocr_confidence"])
-        if "refused" in answer:
-            cls = REFUSALS.get(answer["refused"], UnreadableFile)
-            raise cls(answer["message"], detail=answer["detail"])
+        _reraise_refusal(answer)
         if "timeout" in answer and answer.get("ocr"):
             raise ExtractionTimeout(
                 f"Recognising the scanned file took longer than {self.ocr_timeout:g} s and was "
