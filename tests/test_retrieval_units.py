@@ -263,3 +263,22 @@ def test_search_defaults_agree_with_the_settings():
         s.rag_candidates,
         s.rag_top_k,
     )
+
+
+def test_the_eval_counts_the_questions_the_system_wins_and_loses_against_each_baseline():
+    from advocata_chat.evaluation import QuestionResult, Report, won_lost_table
+
+    def result(qid: str, kind: str, hit: bool) -> QuestionResult:
+        return QuestionResult(qid, kind, hit, hit, None, [], None, None, False, 0)
+
+    results = [result("l1", "lookup", True), result("l2", "lookup", False)]
+    results += [result("p1", "paraphrase", True), result("n1", "no_answer", False)]
+    # The baselines miss l1 and p1 and find l2: the system wins two and loses one.
+    miss = {"l1": False, "l2": True, "p1": False}
+    report = Report([], {"current": results}, {m: miss for m in ("vector", "bm25", "rrf")}, {})
+    rows = {line.split()[0]: line.split()[2:] for line in won_lost_table(report).splitlines()[2:]}
+    assert rows == {
+        "ALL": ["+2", "-1"] * 3,
+        "lookup": ["+1", "-1"] * 3,
+        "paraphrase": ["+1", "-0"] * 3,
+    }

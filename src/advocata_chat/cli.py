@@ -483,6 +483,7 @@ def evaluate(
         run,
         side_by_side,
         summarize,
+        won_lost_table,
     )
 
     try:
@@ -508,6 +509,8 @@ def evaluate(
     typer.echo(f"sets: {', '.join(str(d) for d in set_dirs)}; {len(report.questions)} questions")
     typer.echo("\nBy kind (naive baselines: top 5 over RecursiveCharacterTextSplitter 1000/200):")
     typer.echo(by_kind_table(report))
+    typer.echo("\nhit@k against each baseline, questions won / lost (same questions):")
+    typer.echo(won_lost_table(report))
     typer.echo("")
     if alternative is None:
         only = figures["current"]

@@ -628,6 +628,27 @@ def by_kind_table(report: Report, label: str = "current") -> str:
     return "\n".join(lines)
 
 
+def won_lost_table(report: Report, label: str = "current") -> str:
+    """Per kind, the questions the system's hit@k wins (it finds every gold snippet, the
+    baseline does not) and loses against each naive baseline. One question moves a kind by
+    0.03-0.07: "+0 -3" is a pattern, "+5 -8" a shuffle, which the means alone hide."""
+    results = report.results[label]
+    kinds = sorted({r.kind for r in results if r.kind != "no_answer"})
+    names = ("vector", "bm25", "rrf")
+    head = f"{'kind':<11} {'n':>3}  " + " ".join(f"{'vs ' + m:>10}" for m in names)
+    lines = [head, "-" * len(head)]
+    for kind in ["ALL", *kinds]:
+        rs = [r for r in results if r.snippet_hit is not None and kind in ("ALL", r.kind)]
+        cells = []
+        for m in names:
+            base = report.baselines[m]
+            won = sum(1 for r in rs if r.snippet_hit and base.get(r.id) is False)
+            lost = sum(1 for r in rs if not r.snippet_hit and base.get(r.id))
+            cells.append(f"{f'+{won} -{lost}':>10}")
+        lines.append(f"{kind:<11} {len(rs):>3}  " + " ".join(cells))
+    return "\n".join(lines)
+
+
 def print_results(label: str, results: list[QuestionResult]) -> None:
     for r in results:
         print(
