@@ -35,7 +35,7 @@ from advocata_chat.config import Settings
 from advocata_chat.evaluation import _BM25, folds, snippets_in
 from advocata_chat.extractive import terms
 from advocata_chat.retrieval import SearchParams, diversify, fuse, rank_hits
-from bench.ranker import SETS, Case, hits_of, load, table  # noqa: F401 (Case: the pickle, written by python -m bench.ranker, names __main__.Case)
+from bench.ranker import SETS, hits_of, load, table
 
 
 def user_of(doc_names: dict[str, str], document_id) -> str:

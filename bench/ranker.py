@@ -314,4 +314,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the module's own copy, so the cache pickles `bench.ranker.Case`, which bench.prf
+    # can load, not `__main__.Case`.
+    from bench import ranker
+
+    ranker.main()
