@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import pickle
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +45,16 @@ class Context:
     documents: dict[int, str]  # n -> "<set>:<stem>"
 
 
-async def contexts(set_dirs: list[Path]) -> list[Context]:
-    """Every question's packed context, through the runtime's own retrieval and packer."""
+@contextlib.asynccontextmanager
+async def ingested(set_dirs: list[Path]) -> AsyncIterator[tuple]:
+    """The runtime in-process on a throwaway database, with the sets' documents uploaded
+    through the API (as `advocata-chat eval` does): (runtime, corpus, questions)."""
     import httpx
 
     from advocata_chat.app import create_app
     from advocata_chat.evaluation import ingest
-    from advocata_chat.retrieval import hit_to_document, hybrid_search
-    from chains.context import pack_sources
 
     docs, questions = load_sets(set_dirs)
-    out = []
     with tempfile.TemporaryDirectory(prefix="advocata-bench-") as tmp:
         settings = Settings().model_copy(update={"advocata_data_dir": Path(tmp)})
         app = create_app(settings)
@@ -61,28 +62,37 @@ async def contexts(set_dirs: list[Path]) -> list[Context]:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
                 corpus = await ingest(client, settings, docs)
-                rt = app.state.runtime
-                for q in questions:
-                    hits = await hybrid_search(
-                        engine=rt.engine,
-                        store=rt.store,
-                        embeddings=rt.embeddings,
-                        user_id=corpus.user_id(q.user),
-                        question=q.question,
-                        params=rt.search,
-                        limit=rt.search.context_k,
-                    )
-                    packed = pack_sources(
-                        [hit_to_document(h) for h in hits], settings.rag_max_context_tokens
-                    )
-                    srcs = packed["sources"]
-                    out.append(
-                        Context(
-                            q,
-                            [(s["n"], s.get("title", ""), s["content"]) for s in srcs],
-                            {s["n"]: corpus.doc_names[s["document_id"]] for s in srcs},
-                        )
-                    )
+                yield app.state.runtime, corpus, questions
+
+
+async def contexts(set_dirs: list[Path]) -> list[Context]:
+    """Every question's packed context, through the runtime's own retrieval and packer."""
+    from advocata_chat.retrieval import hit_to_document, hybrid_search
+    from chains.context import pack_sources
+
+    out = []
+    async with ingested(set_dirs) as (rt, corpus, questions):
+        for q in questions:
+            hits = await hybrid_search(
+                engine=rt.engine,
+                store=rt.store,
+                embeddings=rt.embeddings,
+                user_id=corpus.user_id(q.user),
+                question=q.question,
+                params=rt.search,
+                limit=rt.search.context_k,
+            )
+            packed = pack_sources(
+                [hit_to_document(h) for h in hits], rt.settings.rag_max_context_tokens
+            )
+            srcs = packed["sources"]
+            out.append(
+                Context(
+                    q,
+                    [(s["n"], s.get("title", ""), s["content"]) for s in srcs],
+                    {s["n"]: corpus.doc_names[s["document_id"]] for s in srcs},
+                )
+            )
     return out
 
 

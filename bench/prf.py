@@ -115,16 +115,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, choices=(20, 40), default=20)
     args = parser.parse_args()
 
-    cases, chunks = load(args.cache, SETS)
+    cases, chunks, params = load(args.cache, SETS)
     settings = Settings()
-    params = SearchParams(
-        top_k=settings.rag_top_k,
-        context_k=settings.rag_context_chunks,
-        rrf_k=settings.rag_rrf_k,
-        vector_weight=settings.rag_vector_weight,
-        text_weight=settings.rag_text_weight,
-        diversify=settings.rag_diversify,
-    )
     n = args.candidates
     corpus = Corpus(cases, chunks)
     weight = {"vector": params.vector_weight, "text": params.text_weight}

@@ -4,8 +4,9 @@
 
 Ingests the sets through the API (as `advocata-chat eval` does) and keeps, for every
 answerable question, the runtime's own candidate lists (`retrieval.candidate_lists`, at 20
-and 40 per retriever), its query vectors and every chunk's stored vector, pickled in --cache
-(default /tmp/ltr) and reused when there, so a second run skips the ingestion. Then:
+and 40 per retriever), its query vectors, every chunk's stored vector and the runtime's
+search parameters (what the lists are ranked with), pickled in --cache (default /tmp/ltr)
+and reused when there, so a second run skips the ingestion. Then:
 
 - the current ranking (`rank_hits`, then `pack_sources` at RAG_MAX_CONTEXT_TOKENS over the
   first `context_k`): hit@5 and hit@context, which must reproduce the eval's;
@@ -27,14 +28,15 @@ import argparse
 import asyncio
 import json
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from advocata_chat.config import Settings
-from advocata_chat.evaluation import folds, load_sets
+from advocata_chat.evaluation import folds
+from advocata_chat.retrieval import SearchParams
+from bench.answerer import ingested
 
 SETS = [Path("../shared/eval/dev"), Path("../shared/eval/dev2")]
 
@@ -47,54 +49,45 @@ class Case:
     doc_names: dict[str, str]  # document id -> "<set>:<stem>"
 
 
-async def collect(set_dirs: list[Path]) -> tuple[list[Case], dict]:
+async def collect(set_dirs: list[Path]) -> tuple[list[Case], dict, SearchParams]:
     """Every answerable question's candidate lists, through the runtime's own retrieval;
-    and every chunk's stored vector (chunk id -> (document id, chunk index, vector))."""
+    every chunk's stored vector (chunk id -> (document id, chunk index, vector)); and the
+    runtime's search parameters, so the lists are ranked as the runtime ranks them."""
     from dataclasses import replace
 
-    import httpx
     from sqlalchemy import text
 
-    from advocata_chat.app import create_app
-    from advocata_chat.evaluation import ingest
     from advocata_chat.retrieval import candidate_lists, sub_questions
 
-    docs, questions = load_sets(set_dirs)
     cases, chunks = [], {}
-    with tempfile.TemporaryDirectory(prefix="advocata-ranker-") as tmp:
-        settings = Settings().model_copy(update={"advocata_data_dir": Path(tmp)})
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
-                corpus = await ingest(client, settings, docs)
-                rt = app.state.runtime
-                for q in questions:
-                    if not q.snippets:
-                        continue
-                    lists = {}
-                    for n in (20, 40):
-                        lists[n] = await candidate_lists(
-                            engine=rt.engine,
-                            store=rt.store,
-                            embeddings=rt.embeddings,
-                            user_id=corpus.user_id(q.user),
-                            question=q.question,
-                            params=replace(rt.search, candidates=n),
-                        )
-                    qs = [q.question, *sub_questions(q.question)]
-                    vecs = [np.asarray(await rt.embeddings.aembed_query(s)) for s in qs]
-                    cases.append(Case(q, lists, vecs, dict(corpus.doc_names)))
-                async with rt.engine.connect() as conn:
-                    rows = await conn.execute(
-                        text("SELECT id, document_id, chunk_index, embedding::text FROM chunks")
-                    )
-                    for cid, did, idx, vec in rows:
-                        chunks[str(cid)] = (did, idx, np.asarray(json.loads(vec), dtype=np.float32))
-    return cases, chunks
+    async with ingested(set_dirs) as (rt, corpus, questions):
+        for q in questions:
+            if not q.snippets:
+                continue
+            lists = {}
+            for n in (20, 40):
+                lists[n] = await candidate_lists(
+                    engine=rt.engine,
+                    store=rt.store,
+                    embeddings=rt.embeddings,
+                    user_id=corpus.user_id(q.user),
+                    question=q.question,
+                    params=replace(rt.search, candidates=n),
+                )
+            qs = [q.question, *sub_questions(q.question)]
+            vecs = [np.asarray(await rt.embeddings.aembed_query(s)) for s in qs]
+            cases.append(Case(q, lists, vecs, dict(corpus.doc_names)))
+        async with rt.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT id, document_id, chunk_index, embedding::text FROM chunks")
+            )
+            for cid, did, idx, vec in rows:
+                chunks[str(cid)] = (did, idx, np.asarray(json.loads(vec), dtype=np.float32))
+        search = rt.search
+    return cases, chunks, search
 
 
-def load(cache: Path, set_dirs: list[Path]) -> tuple[list[Case], dict]:
+def load(cache: Path, set_dirs: list[Path]) -> tuple[list[Case], dict, SearchParams]:
     path = cache / "cases.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
@@ -110,12 +103,12 @@ def load(cache: Path, set_dirs: list[Path]) -> tuple[list[Case], dict]:
 RRF_K = 10  # the shipped rrf_k: reciprocal ranks on the scale the fusion uses
 
 
-def candidates(case: Case, n: int, settings: Settings) -> list:
+def candidates(case: Case, n: int, params: SearchParams) -> list:
     """The question's candidates in the current fused order (rank_hits without the swap)."""
     from advocata_chat.retrieval import fuse
 
-    weight = {"vector": settings.rag_vector_weight, "text": settings.rag_text_weight}
-    return fuse([(h, weight[k]) for k, h in case.lists[n]], rrf_k=settings.rag_rrf_k)
+    weight = {"vector": params.vector_weight, "text": params.text_weight}
+    return fuse([(h, weight[k]) for k, h in case.lists[n]], rrf_k=params.rrf_k)
 
 
 def features(cands: list, case: Case, n: int, chunks: dict) -> tuple[list[str], np.ndarray]:
@@ -242,26 +235,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from advocata_chat.evaluation import snippets_in
-    from advocata_chat.retrieval import SearchParams, rank_hits
+    from advocata_chat.retrieval import rank_hits
     from bench.answerer import fit
 
-    cases, chunks = load(args.cache, args.sets or SETS)
+    cases, chunks, params = load(args.cache, args.sets or SETS)
     settings = Settings()
-    params = SearchParams(
-        top_k=settings.rag_top_k,
-        context_k=settings.rag_context_chunks,
-        rrf_k=settings.rag_rrf_k,
-        vector_weight=settings.rag_vector_weight,
-        text_weight=settings.rag_text_weight,
-        diversify=settings.rag_diversify,
-    )
     n = args.candidates
     now = {c.question.id: hits_of(c, rank_hits(c.lists[n], params), settings) for c in cases}
     table(f"current rank_hits, {n} candidates", cases, now)
 
     data = {}
     for c in cases:
-        cands = candidates(c, n, settings)
+        cands = candidates(c, n, params)
         names, x = features(cands, c, n, chunks)
         keep = [i for i, k in enumerate(names) if k not in args.drop.split(",")]
         data[c.question.id] = (c, cands, x[:, keep], positives(c, cands))
