@@ -22,7 +22,7 @@ import re
 import tempfile
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -598,20 +598,27 @@ async def run(
     return Report(questions, results, baselines, cv)
 
 
+def _by_kind(
+    results: list[QuestionResult], *, unanswerable: bool
+) -> Iterator[tuple[str, list[QuestionResult]]]:
+    """The rows of the per-kind tables: ("ALL", every answerable result), then each kind's,
+    then no_answer's when asked for; kinds with no result are left out."""
+    kinds = sorted({r.kind for r in results if r.kind != "no_answer"})
+    for kind in ["ALL", *kinds, *(["no_answer"] if unanswerable else [])]:
+        rs = [r for r in results if (kind == "ALL" and r.kind != "no_answer") or r.kind == kind]
+        if rs:
+            yield kind, rs
+
+
 def by_kind_table(report: Report, label: str = "current") -> str:
     """One row per kind: the naive baselines' hit@5 beside the system's figures. A system
     hit@k below a baseline's is marked with `<`."""
-    results = report.results[label]
-    kinds = sorted({r.kind for r in results if r.kind != "no_answer"})
     head = (
         f"{'kind':<11} {'n':>3}  {'vec@5':>6} {'bm25@5':>6} {'rrf@5':>6} | "
         f"{'hit@k':>6} {'hit@ctx':>7} {'cited':>6} {'prec':>6} {'kw':>6} {'abst':>6}"
     )
     lines = [head, "-" * len(head)]
-    for kind in ["ALL", *kinds, "no_answer"]:
-        rs = [r for r in results if (kind == "ALL" and r.kind != "no_answer") or r.kind == kind]
-        if not rs:
-            continue
+    for kind, rs in _by_kind(report.results[label], unanswerable=True):
         ids = [r.id for r in rs]
         base = {
             m: _mean(report.baselines[m].get(i) for i in ids) for m in ("vector", "bm25", "rrf")
@@ -632,13 +639,10 @@ def won_lost_table(report: Report, label: str = "current") -> str:
     """Per kind, the questions the system's hit@k wins (it finds every gold snippet, the
     baseline does not) and loses against each naive baseline. One question moves a kind by
     0.03-0.07: "+0 -3" is a pattern, "+5 -8" a shuffle, which the means alone hide."""
-    results = report.results[label]
-    kinds = sorted({r.kind for r in results if r.kind != "no_answer"})
     names = ("vector", "bm25", "rrf")
     head = f"{'kind':<11} {'n':>3}  " + " ".join(f"{'vs ' + m:>10}" for m in names)
     lines = [head, "-" * len(head)]
-    for kind in ["ALL", *kinds]:
-        rs = [r for r in results if r.snippet_hit is not None and kind in ("ALL", r.kind)]
+    for kind, rs in _by_kind(report.results[label], unanswerable=False):
         cells = []
         for m in names:
             base = report.baselines[m]
