@@ -70,7 +70,8 @@ def fuse(ranked_lists: list[tuple[list[Hit], float]], *, rrf_k: int) -> list[Hit
                 )
                 kept.bm25 = max((x for x in (kept.bm25, hit.bm25) if x is not None), default=None)
             kept.score += weight / (rrf_k + rank + 1)
-    return sorted(by_id.values(), key=lambda h: (-h.score, h.chunk_id))
+    # Rounded: sums of the same terms in another order differ in the last bits.
+    return sorted(by_id.values(), key=lambda h: (-round(h.score, 12), h.reading_order))
 
 
 def diversify(hits: list[Hit], k: int, keep: list[str] = (), ratio: float = 0.0) -> list[Hit]:

@@ -220,6 +220,13 @@ class Hit:
     score: float = 0.0  # fused
     found_by: set[str] = field(default_factory=set)
 
+    @property
+    def reading_order(self) -> tuple[str, int, str]:
+        """Breaks ties between equal scores the same way on every ingestion (chunk ids are
+        new uuids per upload, and ties are common: BM25 gives equal scores to chunks with
+        the same matched words, RRF to chunks found at the same ranks)."""
+        return (self.title, self.chunk_index, self.chunk_id)
+
 
 def _hit(row, **extra) -> Hit:
     return Hit(
@@ -247,7 +254,7 @@ async def vector_search(
     for doc, distance in results:
         row = {**doc.metadata, "id": doc.id, "content": doc.page_content}
         hits.append(_hit(row, similarity=1.0 - float(distance), found_by={"vector"}))
-    return hits
+    return sorted(hits, key=lambda h: (-round(h.similarity, 9), h.reading_order))
 
 
 # BM25 over the user's chunks, with PostgreSQL's Russian stemmer and stop words. ts_rank has
@@ -296,7 +303,7 @@ scored AS (
 SELECT c.id, c.document_id, c.title, c.content, c.start_char, c.end_char, c.page,
        c.chunk_index, scored.bm25
 FROM scored JOIN {TABLE} c ON c.id = scored.id
-ORDER BY scored.bm25 DESC, c.id
+ORDER BY round(scored.bm25::numeric, 9) DESC, c.title, c.chunk_index, c.id
 LIMIT :k
 """
 
