@@ -162,6 +162,24 @@ def test_the_diversity_swap_is_tuned_by_its_ratio():
     assert "b" in [h.chunk_id for h in close[:5]]
 
 
+def test_the_diversity_swap_does_not_depend_on_document_ids():
+    # Two documents with two chunks each in the top 5 and a close newcomer: the weakest of
+    # those four makes room, whichever ids the documents got on upload (ids are new per
+    # upload; picking by set order made re-ingested documents rank differently).
+    results = []
+    for x, y in ((uuid.UUID(int=1), uuid.UUID(int=2)), (uuid.UUID(int=2), uuid.UUID(int=1))):
+        ranked = [
+            hit("x0", x, 10),
+            hit("y0", y, 9),
+            hit("c", C, 8),
+            hit("y1", y, 7),
+            hit("x1", x, 6),
+            hit("n", B, 5.9),
+        ]
+        results.append([h.chunk_id for h in diversify(ranked, 5, ratio=0.9)])
+    assert results[0] == results[1] == ["x0", "y0", "c", "y1", "n"]
+
+
 def test_the_diversity_swap_leaves_a_far_weaker_other_document_out():
     ranked = [hit(f"a{i}", A, 10 - i) for i in range(5)] + [hit("b", B, 1)]
     assert [h.chunk_id for h in diversify(ranked, 5, ratio=0.8)] == [f"a{i}" for i in range(5)]

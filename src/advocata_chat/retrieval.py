@@ -87,10 +87,12 @@ def diversify(hits: list[Hit], k: int, keep: list[str] = (), ratio: float = 0.0)
     newcomer = next((h for h in hits[k : 2 * k] if h.document_id not in docs), None)
     if newcomer is not None and len(top) == k:
         counts = {d: sum(1 for t in top if t.document_id == d) for d in docs}
-        crowded = max(counts, key=counts.get)
-        # Replace the weakest chunk of the most represented document.
-        victim = max(i for i, t in enumerate(top) if t.document_id == crowded)
-        if counts[crowded] >= 2 and newcomer.score >= ratio * top[victim].score:
+        most = max(counts.values())
+        # Replace the weakest chunk of the most represented documents. Between two equally
+        # represented ones the choice goes by rank, not by which id a set yields first:
+        # ids are new per upload, so that made re-ingestion change answers.
+        victim = max(i for i, t in enumerate(top) if counts[t.document_id] == most)
+        if most >= 2 and newcomer.score >= ratio * top[victim].score:
             top[victim] = newcomer
     return sorted(top, key=lambda h: -h.score)
 
