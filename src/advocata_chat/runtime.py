@@ -19,7 +19,7 @@ from advocata_chat import db
 from advocata_chat.config import Settings
 from advocata_chat.jobs import open_queue
 from advocata_chat.llm import build_chat_model, build_embeddings, min_similarity
-from advocata_chat.offline import OfflineChatModel
+from advocata_chat.offline import LocalEmbeddings, OfflineChatModel
 from advocata_chat.prompts import PromptError, PromptSet
 from advocata_chat.retrieval import SearchParams
 from advocata_chat.sandbox import Extractor
@@ -36,10 +36,11 @@ class Runtime:
     sessions: async_sessionmaker
     llm: BaseChatModel
     prompts: PromptSet  # a Mapping: rt.prompts["chat"].template
-    embeddings: Embeddings
+    embeddings: Embeddings  # questions and the offline answerer's sentences
     embedding_model: str
     store: PGVectorStore
     search: SearchParams
+    index_embeddings: Embeddings  # documents being indexed: the same vectors, its own lane
     extractor: Extractor  # `await rt.extractor.extract(filename, data)`, in a child process
     queue: procrastinate.App  # the ingestion queue (jobs.py)
     templates: dict[str, Template] = field(default_factory=dict)
@@ -116,6 +117,9 @@ async def start_runtime(
         prompts=prompts,
         templates=templates,
         embeddings=embedder,
+        # A local encoder runs one call at a time: indexing gets its own, so a chat turn
+        # does not wait behind a document's batches (bench.ingest, in-API).
+        index_embeddings=embedder.sibling() if isinstance(embedder, LocalEmbeddings) else embedder,
         embedding_model=model,
         store=store,
         extractor=extractor,
