@@ -9,6 +9,9 @@ import uuid
 
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 
 from advocata_chat.auth import mint_token
 
@@ -248,6 +251,43 @@ async def test_cancel_stores_the_partial_answer_as_interrupted(
         stored = (await client.get(f"{CHAT}/{cid}", headers=auth(alice))).json()["messages"]
         assert stored[-1]["status"] == "interrupted"
         assert stored[-1]["content"] == final["message"]["content"]
+
+
+class SwallowsACancel(BaseChatModel):
+    """Streams words and, as the HTTP client did under load, swallows the first
+    cancellation that interrupts it and streams on."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "swallows-a-cancel"
+
+    def _generate(self, *args, **kwargs):
+        raise NotImplementedError("streaming only")
+
+    async def _astream(self, *args, **kwargs):
+        swallowed = False
+        for i in range(1500):
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed = True
+            yield ChatGenerationChunk(message=AIMessageChunk(content=f" слово{i}"))
+
+
+async def test_cancel_holds_when_the_model_client_swallows_it(make_client, auth, token, alice):
+    async with make_client(llm=SwallowsACancel()) as client:
+        cid = await new_conversation(client, auth(alice))
+        async with aconnect_ws(url(cid, token(alice)), client) as ws:
+            await recv(ws)
+            await ws.send_text(json.dumps({"type": "message", "content": "Расскажи подробно"}))
+            await until(ws, "token")
+            await ws.send_text(json.dumps({"type": "cancel"}))
+            frames = await until(ws, "cancelled")
+        final = next(f for f in frames if f["type"] == "message")["message"]
+        assert final["status"] == "interrupted"
+        assert 0 < len(final["content"]) < len("".join(f" слово{i}" for i in range(1500)))
 
 
 async def test_model_failure_mid_stream_sends_error_and_socket_survives(

@@ -393,9 +393,14 @@ class Answer:
         return offset
 
     def check(self) -> None:
-        # asyncio.timeout cancels the stream's task; a cancellation swallowed inside the
-        # chain or the HTTP client (seen under load) would let a slow answer run on.
-        # Checking at every chunk keeps the total deadline whatever became of it.
+        # A user's cancel and asyncio.timeout both cancel the stream's task; a cancellation
+        # swallowed inside the chain or the HTTP client (seen under load: a cancelled
+        # answer streamed on to its end) would let the answer run on. Checked at every
+        # chunk: a request still pending shows in cancelling() and is raised here
+        # (asyncio.timeout turns its own into TimeoutError), and the total deadline holds.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         if self.loop.time() > self.end:
             raise TimeoutError
 
