@@ -232,25 +232,33 @@ async def test_two_tabs_both_receive_the_stream(make_client, auth, token, alice)
         assert first[0]["message"]["content"] == "Вопрос из первой вкладки"
 
 
+LONG_REPLY = " ".join(f"слово{i}" for i in range(1500))
+
+
+async def cancelled_mid_answer(client, cid: str, token: str) -> dict:
+    """Ask, cancel after the first token; the stored message the `cancelled` frame follows."""
+    async with aconnect_ws(url(cid, token), client) as ws:
+        await recv(ws)
+        await ws.send_text(json.dumps({"type": "message", "content": "Расскажи подробно"}))
+        await until(ws, "token")
+        await ws.send_text(json.dumps({"type": "cancel"}))
+        frames = await until(ws, "cancelled")
+    return next(f for f in frames if f["type"] == "message")["message"]
+
+
 async def test_cancel_stores_the_partial_answer_as_interrupted(
     stub_client, stub, auth, token, alice
 ):
     stub.state.mode = "slow"
-    stub.state.reply = " ".join(f"слово{i}" for i in range(1500))
+    stub.state.reply = LONG_REPLY
     async with stub_client() as client:
         cid = await new_conversation(client, auth(alice))
-        async with aconnect_ws(url(cid, token(alice)), client) as ws:
-            await recv(ws)
-            await ws.send_text(json.dumps({"type": "message", "content": "Расскажи подробно"}))
-            await until(ws, "token")
-            await ws.send_text(json.dumps({"type": "cancel"}))
-            frames = await until(ws, "cancelled")
-        final = next(f for f in frames if f["type"] == "message")
-        assert final["message"]["status"] == "interrupted"
-        assert 0 < len(final["message"]["content"]) < len(stub.state.reply)
+        final = await cancelled_mid_answer(client, cid, token(alice))
+        assert final["status"] == "interrupted"
+        assert 0 < len(final["content"]) < len(LONG_REPLY)
         stored = (await client.get(f"{CHAT}/{cid}", headers=auth(alice))).json()["messages"]
         assert stored[-1]["status"] == "interrupted"
-        assert stored[-1]["content"] == final["message"]["content"]
+        assert stored[-1]["content"] == final["content"]
 
 
 class SwallowsACancel(BaseChatModel):
@@ -266,28 +274,23 @@ class SwallowsACancel(BaseChatModel):
 
     async def _astream(self, *args, **kwargs):
         swallowed = False
-        for i in range(1500):
+        for i, word in enumerate(LONG_REPLY.split(" ")):
             try:
                 await asyncio.sleep(0.01)
             except asyncio.CancelledError:
                 if swallowed:
                     raise
                 swallowed = True
-            yield ChatGenerationChunk(message=AIMessageChunk(content=f" слово{i}"))
+            delta = word if i == 0 else f" {word}"
+            yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
 
 
 async def test_cancel_holds_when_the_model_client_swallows_it(make_client, auth, token, alice):
     async with make_client(llm=SwallowsACancel()) as client:
         cid = await new_conversation(client, auth(alice))
-        async with aconnect_ws(url(cid, token(alice)), client) as ws:
-            await recv(ws)
-            await ws.send_text(json.dumps({"type": "message", "content": "Расскажи подробно"}))
-            await until(ws, "token")
-            await ws.send_text(json.dumps({"type": "cancel"}))
-            frames = await until(ws, "cancelled")
-        final = next(f for f in frames if f["type"] == "message")["message"]
+        final = await cancelled_mid_answer(client, cid, token(alice))
         assert final["status"] == "interrupted"
-        assert 0 < len(final["content"]) < len("".join(f" слово{i}" for i in range(1500)))
+        assert 0 < len(final["content"]) < len(LONG_REPLY)
 
 
 async def test_model_failure_mid_stream_sends_error_and_socket_survives(
