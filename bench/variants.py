@@ -111,10 +111,10 @@ def main() -> None:
     first = {c.question.id: rank_hits(c.lists[n], params) for c in cases}
     table("current rank_hits", cases, {i: hits_of(by_id[i], first[i], settings) for i in by_id})
 
-    def fused(i: str, hits: list, w: float, mode: str) -> list:
+    def fused(i: str, hits: list, w: float, mode: str, kind: str) -> list:
         lists = [(hs, weight[k]) for k, hs in by_id[i].lists[n]]
-        if mode == "replace":  # the question's own list of the same retriever
-            at = 0 if hits and "vector" in hits[0].found_by else 1
+        if mode == "replace":  # the question's own list of retriever `kind`
+            at = [k for k, _ in by_id[i].lists[n]].index(kind)
             lists[at] = (hits, lists[at][1])
         else:
             lists.append((hits, w))
@@ -141,7 +141,7 @@ def main() -> None:
         if mean:
             v = v / np.linalg.norm(v) + c.qvecs[0] / np.linalg.norm(c.qvecs[0])
         hits = corpus.vector(c.question.user, v, n, params.min_similarity)
-        return fused(i, hits, w, mode)
+        return fused(i, hits, w, mode, "vector")
 
     for kind in unit:
         for mean in (False, True):
@@ -177,7 +177,7 @@ def main() -> None:
         {i: hits_of(by_id[i], by_id[i].lists[n][0][1], settings) for i in by_id},
     )
     grid = [(0.0, "replace")] + [(w, "add") for w in (0.25, 0.5, 1.0, 1.5, 2.0)]
-    show("sparse", lambda i, w, mode: fused(i, sparse_list(by_id[i]), w, mode), grid)
+    show("sparse", lambda i, w, mode: fused(i, sparse_list(by_id[i]), w, mode, "text"), grid)
 
 
 if __name__ == "__main__":
