@@ -3,11 +3,13 @@ embeddings over the wire, and the CLI's ingest and reindex."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 
 from typer.testing import CliRunner
 
-from tests.test_documents import CONTRACT, upload
+from tests.test_documents import CONTRACT, DOCS, upload
 
 CHAT = "/api/v1/chat/conversations"
 WARRANTY = """ГАРАНТИЙНЫЙ ТАЛОН № 0047731
@@ -185,11 +187,6 @@ async def test_a_question_is_answered_while_a_document_is_being_embedded(client,
     # The offline encoder runs one call at a time. With one encoder per process, a RAG
     # turn queued behind every batch of a document the in-process worker was embedding
     # (bench.ingest: 22 s turns); indexing now has an encoder of its own.
-    import asyncio
-    import threading
-
-    from tests.test_documents import DOCS
-
     rt = client.app.state.runtime
     h = auth(alice)
     await upload(client, h, "warranty.txt", WARRANTY.encode())
